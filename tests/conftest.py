@@ -1,0 +1,59 @@
+"""Session-wide test set-up.
+
+COURSE_LIB_DATA (the download and classifier cache of course_lib.data / course_lib.metrics) points
+to a fresh directory for each test session, so tests never read or write the user's
+~/.cache/course_lib, while a cache built in one test (e.g. the FD-LeNet classifier) is reused by the
+next. A value the user has set is kept. This happens in pytest_configure, i.e. before any test
+module (and with it course_lib) is imported, so code that reads the variable at import time sees it
+too; subprocesses started by tests inherit it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+DATA_ENV = "COURSE_LIB_DATA"
+_data_dir_key = pytest.StashKey[Path]()
+_owned_data_dir: Path | None = None  # a directory this file made itself and must remove
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin has set up the session base temp
+def pytest_configure(config: pytest.Config) -> None:
+    global _owned_data_dir
+    if not any(line.split(":")[0].strip() == "slow" for line in config.getini("markers")):
+        config.addinivalue_line("markers", "slow: longer end-to-end runs (CLI quick profile)")
+
+    # Headless plotting in tests, unless the user chose a backend.
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+    if os.environ.get(DATA_ENV):
+        return
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is not None:
+        # Under pytest's numbered base temp: kept for the last few sessions, for inspection.
+        data_dir = factory.mktemp("course_lib_data", numbered=False)
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix="course_lib_data-"))
+        _owned_data_dir = data_dir
+    os.environ[DATA_ENV] = str(data_dir)
+    config.stash[_data_dir_key] = data_dir
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _owned_data_dir
+    if config.stash.get(_data_dir_key, None) is not None:
+        os.environ.pop(DATA_ENV, None)
+    if _owned_data_dir is not None:
+        shutil.rmtree(_owned_data_dir, ignore_errors=True)
+        _owned_data_dir = None
+
+
+@pytest.fixture(scope="session")
+def course_lib_data_dir() -> Path:
+    """The COURSE_LIB_DATA directory of this test session (the user's own one if they set it)."""
+    return Path(os.environ[DATA_ENV])
