@@ -1,0 +1,235 @@
+"""Generative adversarial network (GAN): DCGAN and MLP GAN, losses and one jitted step.
+
+Taught in chapters 3.2 (algorithm), 4.2 (the minimax objective, the optimal discriminator and the
+non-saturating loss) and 5.2.2 (practice, 05b_gan_in_practice). The seed article's formulas in
+4.2.3 give G and D the same loss; the correct losses are ``discriminator_loss`` and
+``generator_loss`` below, computed from logits so that log(sigmoid(.)) never underflows.
+
+One ``train_step`` updates D, then G against the freshly updated D, inside a single ``jax.jit``.
+With ``num_classes`` set, both networks are conditioned on the digit label (chapter 6 uses this
+for human annotation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+
+@dataclasses.dataclass(frozen=True)
+class GANConfig:
+    arch: str = "dcgan"  # "dcgan" (28x28) or "mlp" (any size, e.g. 8x8 digits)
+    image_shape: tuple[int, int] = (28, 28)
+    latent_dim: int = 64
+    width: int = 64  # channels (DCGAN) or hidden units / 2 (MLP)
+    num_classes: int | None = None  # label conditioning when set
+    learning_rate: float = 2e-4
+    beta1: float = 0.5
+    loss: str = "non_saturating"  # or "minimax", the original log(1 - D(G(z))) that saturates
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.arch not in ("dcgan", "mlp"):
+            raise ValueError(f"arch must be 'dcgan' or 'mlp', got {self.arch!r}")
+        if self.arch == "dcgan" and tuple(self.image_shape) != (28, 28):
+            raise ValueError("the DCGAN is built for 28x28 images; use arch='mlp' for others")
+        if self.loss not in ("non_saturating", "minimax"):
+            raise ValueError(f"loss must be 'non_saturating' or 'minimax', got {self.loss!r}")
+
+
+def depth_to_space(x, block: int = 2):
+    """[B, H, W, C*b*b] -> [B, H*b, W*b, C]: the sub-pixel upsampling of Shi et al. (2016)."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h, w, block, block, c // block**2)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * block, w * block, c // block**2)
+
+
+class Upsample(nnx.Module):
+    """Doubles height and width: a 3x3 convolution to 4x the channels, then depth_to_space.
+
+    It learns the same family of maps as a stride-2 transposed convolution but never multiplies
+    the zeros that a transposed convolution inserts, which is much faster on CPU.
+    """
+
+    def __init__(self, cin: int, cout: int, *, dtype, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(cin, 4 * cout, (3, 3), dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return depth_to_space(self.conv(x))
+
+
+class DCGANGenerator(nnx.Module):
+    def __init__(self, cfg: GANConfig, *, rngs: nnx.Rngs):
+        c, kw = cfg.width, dict(dtype=cfg.dtype, rngs=rngs)
+        extra = cfg.num_classes or 0
+        self.dense = nnx.Linear(cfg.latent_dim + extra, 7 * 7 * 2 * c, **kw)
+        self.bn0 = nnx.BatchNorm(7 * 7 * 2 * c, momentum=0.9, **kw)
+        self.up1 = Upsample(2 * c, c, **kw)  # 7 -> 14
+        self.bn1 = nnx.BatchNorm(c, momentum=0.9, **kw)
+        self.up2 = Upsample(c, 1, **kw)  # 14 -> 28
+        self.c = c
+
+    def __call__(self, z, train: bool = True):
+        h = jax.nn.relu(self.bn0(self.dense(z), use_running_average=not train))
+        h = h.reshape(z.shape[0], 7, 7, 2 * self.c)
+        h = jax.nn.relu(self.bn1(self.up1(h), use_running_average=not train))
+        return jnp.tanh(self.up2(h)[..., 0])
+
+
+class DCGANDiscriminator(nnx.Module):
+    def __init__(self, cfg: GANConfig, *, rngs: nnx.Rngs):
+        c, kw = cfg.width, dict(dtype=cfg.dtype, rngs=rngs)
+        self.conv1 = nnx.Conv(1, c, (4, 4), strides=2, **kw)  # 28 -> 14
+        self.conv2 = nnx.Conv(c, 2 * c, (4, 4), strides=2, **kw)  # 14 -> 7
+        self.features = 7 * 7 * 2 * c
+
+    def __call__(self, x):
+        h = jax.nn.leaky_relu(self.conv1(x[..., None]), 0.2)
+        h = jax.nn.leaky_relu(self.conv2(h), 0.2)
+        return h.reshape(x.shape[0], -1)
+
+
+class MLPGenerator(nnx.Module):
+    def __init__(self, cfg: GANConfig, *, rngs: nnx.Rngs):
+        h, kw = 2 * cfg.width, dict(dtype=cfg.dtype, rngs=rngs)
+        pixels = cfg.image_shape[0] * cfg.image_shape[1]
+        self.l1 = nnx.Linear(cfg.latent_dim + (cfg.num_classes or 0), h, **kw)
+        self.l2 = nnx.Linear(h, h, **kw)
+        self.out = nnx.Linear(h, pixels, **kw)
+        self.image_shape = tuple(cfg.image_shape)
+
+    def __call__(self, z, train: bool = True):
+        h = jax.nn.leaky_relu(self.l1(z), 0.2)
+        h = jax.nn.leaky_relu(self.l2(h), 0.2)
+        return jnp.tanh(self.out(h)).reshape(z.shape[0], *self.image_shape)
+
+
+class MLPDiscriminator(nnx.Module):
+    def __init__(self, cfg: GANConfig, *, rngs: nnx.Rngs):
+        h, kw = 2 * cfg.width, dict(dtype=cfg.dtype, rngs=rngs)
+        self.l1 = nnx.Linear(cfg.image_shape[0] * cfg.image_shape[1], h, **kw)
+        self.l2 = nnx.Linear(h, h, **kw)
+        self.features = h
+
+    def __call__(self, x):
+        h = jax.nn.leaky_relu(self.l1(x.reshape(x.shape[0], -1)), 0.2)
+        return jax.nn.leaky_relu(self.l2(h), 0.2)
+
+
+class Generator(nnx.Module):
+    """G(z[, y]) -> images in [-1, 1]."""
+
+    def __init__(self, cfg: GANConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        net = DCGANGenerator if cfg.arch == "dcgan" else MLPGenerator
+        self.net = net(cfg, rngs=rngs)
+
+    def __call__(self, z, labels=None, train: bool = True):
+        if self.cfg.num_classes:
+            z = jnp.concatenate([z, jax.nn.one_hot(labels, self.cfg.num_classes, dtype=z.dtype)], -1)
+        return self.net(z, train=train)
+
+
+class Discriminator(nnx.Module):
+    """D(x[, y]) -> one logit per image; log D = log sigmoid(logit).
+
+    With labels it is a projection discriminator (Miyato & Koyama, 2018): the logit gains the
+    inner product of the features with a learned embedding of the label.
+    """
+
+    def __init__(self, cfg: GANConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        net = DCGANDiscriminator if cfg.arch == "dcgan" else MLPDiscriminator
+        self.net = net(cfg, rngs=rngs)
+        self.head = nnx.Linear(self.net.features, 1, dtype=cfg.dtype, rngs=rngs)
+        if cfg.num_classes:
+            self.embed = nnx.Embed(cfg.num_classes, self.net.features, dtype=cfg.dtype, rngs=rngs)
+
+    def __call__(self, x, labels=None):
+        h = self.net(x)
+        logit = self.head(h)[:, 0]
+        if self.cfg.num_classes:
+            logit = logit + jnp.sum(self.embed(labels) * h, axis=-1)
+        return logit.astype(jnp.float32)
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """-E[log D(x)] - E[log(1 - D(G(z)))], the binary cross-entropy D minimises."""
+    return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+
+
+def generator_loss(fake_logits, kind: str = "non_saturating"):
+    """G's loss: ``non_saturating`` is -E[log D(G(z))]; ``minimax`` is E[log(1 - D(G(z)))].
+
+    Both have the same fixed point, but the minimax loss has vanishing gradients exactly when D
+    confidently rejects the fakes, i.e. early in training (chapter 4.2).
+    """
+    if kind == "non_saturating":
+        return jnp.mean(jax.nn.softplus(-fake_logits))
+    return -jnp.mean(jax.nn.softplus(fake_logits))
+
+
+def create(cfg: GANConfig, seed: int = 0):
+    """Fresh G, D and their Adam optimizers, split into (graphdef, state)."""
+    rngs = nnx.Rngs(seed)
+    g, d = Generator(cfg, rngs=rngs), Discriminator(cfg, rngs=rngs)
+    tx = optax.adam(cfg.learning_rate, b1=cfg.beta1)
+    opt_g = nnx.Optimizer(g, tx, wrt=nnx.Param)
+    opt_d = nnx.Optimizer(d, tx, wrt=nnx.Param)
+    return nnx.split((g, d, opt_g, opt_d))
+
+
+def to_unit(images):
+    """Generator output in [-1, 1] to pixels in [0, 1]."""
+    return (images + 1.0) / 2.0
+
+
+def make_train_step(graphdef):
+    """One jitted GAN step: ``state, (images, labels), key -> state, metrics``.
+
+    ``images`` are in [-1, 1]. D is updated first on real and (stopped-gradient) fake images;
+    then G is updated through the *new* D, all in one compiled program.
+    """
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_step(state, batch, key):
+        g, d, opt_g, opt_d = nnx.merge(graphdef, state)
+        x, y = batch
+        z = jax.random.normal(key, (x.shape[0], g.cfg.latent_dim))
+        fake = jax.lax.stop_gradient(g(z, y))
+
+        def d_loss_fn(d):
+            real_logits, fake_logits = d(x, y), d(fake, y)
+            return discriminator_loss(real_logits, fake_logits), (real_logits, fake_logits)
+
+        (d_loss, (real_logits, fake_logits)), d_grads = nnx.value_and_grad(d_loss_fn, has_aux=True)(d)
+        opt_d.update(d, d_grads)
+
+        def g_loss_fn(g):
+            return generator_loss(d(g(z, y), y), g.cfg.loss)
+
+        g_loss, g_grads = nnx.value_and_grad(g_loss_fn)(g)
+        opt_g.update(g, g_grads)
+        metrics = {
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
+            "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
+        }
+        return nnx.state((g, d, opt_g, opt_d)), metrics
+
+    return train_step
+
+
+def generate(graphdef, state, key, n: int, labels=None):
+    """``n`` images in [0, 1] from G in inference mode (BatchNorm running statistics)."""
+    g = nnx.merge(graphdef, state)[0]
+    z = jax.random.normal(key, (n, g.cfg.latent_dim))
+    if g.cfg.num_classes and labels is None:
+        labels = jnp.arange(n) % g.cfg.num_classes
+    return to_unit(g(z, None if labels is None else jnp.asarray(labels), train=False))
