@@ -217,7 +217,7 @@ def test_wheel_contains_the_package_and_its_data(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (wheel,) = out.glob("course_lib-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "course_lib/__init__.py" in names
+    assert "course_lib/__init__.py" in names, "course_lib/__init__.py is missing (not committed?)"
     for path in dataset_files():
         member = path.relative_to(ROOT).as_posix()
         assert member in names, f"{member} is missing from the wheel"
