@@ -1,4 +1,6 @@
-"""course_lib: the JAX/Flax NNX library behind the workbook 《生成式AI的三种人机协同模式：JAX 实践》.
+"""course_lib: the JAX/Flax NNX library behind the workbook.
+
+The workbook is 《生成式AI的三种人机协同模式：JAX 实践》.
 
 Modules (each names the chapter that teaches it):
 

@@ -131,7 +131,9 @@ class Generator(nnx.Module):
 
     def __call__(self, z, labels=None, train: bool = True):
         if self.cfg.num_classes:
-            z = jnp.concatenate([z, jax.nn.one_hot(labels, self.cfg.num_classes, dtype=z.dtype)], -1)
+            z = jnp.concatenate(
+                [z, jax.nn.one_hot(labels, self.cfg.num_classes, dtype=z.dtype)], -1
+            )
         return self.net(z, train=train)
 
 
@@ -189,6 +191,22 @@ def to_unit(images):
     return (images + 1.0) / 2.0
 
 
+def check_batch(x, y, image_shape) -> None:
+    """Fail at trace time, with the fix, on images that are not float [B, H, W] in [-1, 1]."""
+    if x.ndim != 3 or tuple(x.shape[1:]) != tuple(image_shape):
+        raise ValueError(
+            f"expected images of shape [batch, {image_shape[0]}, {image_shape[1]}], got "
+            f"{tuple(x.shape)}; reshape them or set GANConfig(image_shape=...) to match"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(
+            f"expected float images scaled to [-1, 1], got dtype {x.dtype}; convert uint8 "
+            "pixels with x.astype('float32') / 127.5 - 1"
+        )
+    if y.shape != x.shape[:1] or not jnp.issubdtype(y.dtype, jnp.integer):
+        raise ValueError(f"expected integer labels of shape [{x.shape[0]}], got {y.dtype}{y.shape}")
+
+
 def make_train_step(graphdef):
     """One jitted GAN step: ``state, (images, labels), key -> state, metrics``.
 
@@ -200,6 +218,7 @@ def make_train_step(graphdef):
     def train_step(state, batch, key):
         g, d, opt_g, opt_d = nnx.merge(graphdef, state)
         x, y = batch
+        check_batch(x, y, g.cfg.image_shape)
         z = jax.random.normal(key, (x.shape[0], g.cfg.latent_dim))
         fake = jax.lax.stop_gradient(g(z, y))
 
@@ -207,7 +226,9 @@ def make_train_step(graphdef):
             real_logits, fake_logits = d(x, y), d(fake, y)
             return discriminator_loss(real_logits, fake_logits), (real_logits, fake_logits)
 
-        (d_loss, (real_logits, fake_logits)), d_grads = nnx.value_and_grad(d_loss_fn, has_aux=True)(d)
+        (d_loss, (real_logits, fake_logits)), d_grads = nnx.value_and_grad(d_loss_fn, has_aux=True)(
+            d
+        )
         opt_d.update(d, d_grads)
 
         def g_loss_fn(g):
@@ -226,10 +247,14 @@ def make_train_step(graphdef):
     return train_step
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
 def generate(graphdef, state, key, n: int, labels=None):
-    """``n`` images in [0, 1] from G in inference mode (BatchNorm running statistics)."""
+    """``n`` images in [0, 1] from G in inference mode (BatchNorm running statistics).
+
+    A conditional G draws the labels 0, 1, ..., 9, 0, 1, ... unless ``labels`` are given.
+    """
     g = nnx.merge(graphdef, state)[0]
     z = jax.random.normal(key, (n, g.cfg.latent_dim))
     if g.cfg.num_classes and labels is None:
         labels = jnp.arange(n) % g.cfg.num_classes
-    return to_unit(g(z, None if labels is None else jnp.asarray(labels), train=False))
+    return to_unit(g(z, labels, train=False))

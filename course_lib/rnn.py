@@ -33,7 +33,9 @@ class CharVocab:
     def __init__(self, texts):
         texts = list(texts)
         if not texts or not any(texts):
-            raise VocabularyError("cannot build a vocabulary from an empty text; pass training text")
+            raise VocabularyError(
+                "cannot build a vocabulary from an empty text; pass training text"
+            )
         chars = sorted(set("".join(texts)) - {EOS})
         self.itos = [BOS, UNK, EOS, *chars]
         self.stoi = {c: i for i, c in enumerate(self.itos)}
@@ -76,6 +78,7 @@ class CharLMConfig:
     layers: int = 2
     cell: str = "lstm"  # or "gru"
     dropout: float = 0.3
+    tie_embeddings: bool = True  # output layer reuses the embedding matrix (fewer parameters)
     learning_rate: float = 2e-3
     weight_decay: float = 0.0
     clip_norm: float = 5.0
@@ -90,6 +93,12 @@ def make_cell(cell: str, cin: int, hidden: int, dtype, rngs):
     if cell == "lstm":
         return nnx.OptimizedLSTMCell(cin, hidden, dtype=dtype, rngs=rngs)
     return nnx.GRUCell(cin, hidden, dtype=dtype, rngs=rngs)
+
+
+def zero_carry(cell: str, batch: int, hidden: int):
+    """The all-zero initial state: (c, h) for an LSTM, h for a GRU."""
+    h = jnp.zeros((batch, hidden), jnp.float32)
+    return (h, h) if cell == "lstm" else h
 
 
 def dropout(key, x, rate: float):
@@ -108,30 +117,49 @@ class CharLM(nnx.Module):
         self.embed = nnx.Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.dtype, rngs=rngs)
         sizes = [cfg.embed_dim] + [cfg.hidden] * cfg.layers
         self.layers = nnx.List(
-            [nnx.RNN(make_cell(cfg.cell, a, cfg.hidden, cfg.dtype, rngs)) for a in sizes[:-1]]
+            [
+                nnx.RNN(make_cell(cfg.cell, a, cfg.hidden, cfg.dtype, rngs), rngs=False)
+                for a in sizes[:-1]
+            ]
         )
-        self.out = nnx.Linear(cfg.hidden, cfg.vocab_size, dtype=cfg.dtype, rngs=rngs)
+        if cfg.tie_embeddings:
+            self.to_embed = nnx.Linear(cfg.hidden, cfg.embed_dim, dtype=cfg.dtype, rngs=rngs)
+            self.out_bias = nnx.Param(jnp.zeros(cfg.vocab_size))
+        else:
+            self.out = nnx.Linear(cfg.hidden, cfg.vocab_size, dtype=cfg.dtype, rngs=rngs)
+
+    def logits(self, h):
+        """Hidden states -> logits over the vocabulary, in float32 for a stable softmax."""
+        if self.cfg.tie_embeddings:
+            h = self.embed.attend(self.to_embed(h)) + self.out_bias[...]
+        else:
+            h = self.out(h)
+        return h.astype(jnp.float32)
 
     def __call__(self, tokens, key=None):
         """Logits [B, T, V] for tokens [B, T]; ``key`` switches dropout on (training)."""
-        keys = [None] * (len(self.layers) + 1) if key is None else jax.random.split(key, len(self.layers) + 1)
+        keys = (
+            [None] * (len(self.layers) + 1)
+            if key is None
+            else jax.random.split(key, len(self.layers) + 1)
+        )
         h = dropout(keys[0], self.embed(tokens), self.cfg.dropout)
-        for layer, k in zip(self.layers, keys[1:]):
-            h = dropout(k, layer(h), self.cfg.dropout)
-        return self.out(h).astype(jnp.float32)
+        carry = zero_carry(self.cfg.cell, tokens.shape[0], self.cfg.hidden)
+        for layer, k in zip(self.layers, keys[1:], strict=True):
+            h = dropout(k, layer(h, initial_carry=carry), self.cfg.dropout)
+        return self.logits(h)
 
     def step(self, carries, token):
         """One character: returns the new per-layer carries and the logits [B, V]."""
         h = self.embed(token)
         new = []
-        for layer, carry in zip(self.layers, carries):
+        for layer, carry in zip(self.layers, carries, strict=True):
             carry, h = layer.cell(carry, h)
             new.append(carry)
-        return new, self.out(h).astype(jnp.float32)
+        return new, self.logits(h)
 
     def initial_carries(self, batch: int):
-        shape = (batch, self.cfg.hidden)
-        return [layer.cell.initialize_carry(shape) for layer in self.layers]
+        return [zero_carry(self.cfg.cell, batch, self.cfg.hidden) for _ in self.layers]
 
 
 def cross_entropy(logits, targets):
@@ -186,17 +214,16 @@ def make_lm_eval_fn(graphdef, inputs, targets, batch_size: int = 256):
     n_tokens = n * targets.shape[1]
 
     @jax.jit
-    def total_nats(state):
+    def chunk_nats(state, x, y, w):
         model, _ = nnx.merge(graphdef, state)
+        nll = optax.softmax_cross_entropy_with_integer_labels(model(x), y)
+        return jnp.sum(nll.sum(axis=1) * w)
 
-        def chunk(args):
-            x, y, w = args
-            nll = optax.softmax_cross_entropy_with_integer_labels(model(x), y)
-            return jnp.sum(nll.sum(axis=1) * w)
+    def evaluate(state):
+        total = sum(chunk_nats(state, x, y, w) for x, y, w in zip(xs, ys, ws, strict=True))
+        return {"bits_per_char": total / n_tokens / np.log(2.0)}
 
-        return jnp.sum(jax.lax.map(chunk, (xs, ys, ws)))
-
-    return lambda state: {"bits_per_char": total_nats(state) / n_tokens / np.log(2.0)}
+    return evaluate
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
@@ -223,8 +250,15 @@ def _sample_ids(graphdef, state, key, prompt_ids, n, max_len, top_k, temperature
 
 
 def sample_text(
-    graphdef, state, vocab: CharVocab, key, n: int = 8, prompt: str = "",
-    temperature: float = 1.0, top_k: int | None = None, max_len: int = 25,
+    graphdef,
+    state,
+    vocab: CharVocab,
+    key,
+    n: int = 8,
+    prompt: str = "",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    max_len: int = 25,
 ) -> list[str]:
     """``n`` poems sampled character by character, each starting with ``prompt``.
 
@@ -237,9 +271,20 @@ def sample_text(
         raise ValueError(f"top_k must be in 1..{len(vocab)}, got {top_k}")
     prompt_ids = vocab.encode(prompt, strict=True)
     if len(prompt_ids) >= max_len:
-        raise ValueError(f"prompt has {len(prompt_ids)} characters; max_len={max_len} must exceed it")
+        raise ValueError(
+            f"prompt has {len(prompt_ids)} characters; max_len={max_len} must exceed it"
+        )
     ids = np.asarray(
-        _sample_ids(graphdef, state, key, jnp.asarray(prompt_ids), n, max_len, top_k, jnp.float32(temperature))
+        _sample_ids(
+            graphdef,
+            state,
+            key,
+            jnp.asarray(prompt_ids),
+            n,
+            max_len,
+            top_k,
+            jnp.float32(temperature),
+        )
     )
     texts = []
     for row in ids:
@@ -276,11 +321,12 @@ class SeqRegressor(nnx.Module):
 
     def __init__(self, cfg: ForecastConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.rnn = nnx.RNN(make_cell(cfg.cell, 1, cfg.hidden, cfg.dtype, rngs))
+        self.rnn = nnx.RNN(make_cell(cfg.cell, 1, cfg.hidden, cfg.dtype, rngs), rngs=False)
         self.head = nnx.Linear(cfg.hidden, cfg.horizon, dtype=cfg.dtype, rngs=rngs)
 
     def __call__(self, x):
-        h = self.rnn(x[..., None])
+        carry = zero_carry(self.cfg.cell, x.shape[0], self.cfg.hidden)
+        h = self.rnn(x[..., None], initial_carry=carry)
         return self.head(h[:, -1]).astype(jnp.float32)
 
 

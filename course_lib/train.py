@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pathlib
 import time
 from collections.abc import Callable
@@ -63,10 +62,17 @@ def epoch_batches(arrays, batch_size: int, seed: int) -> Callable[[int], tuple]:
     which makes resumed runs replay exactly. The last incomplete batch of an epoch is dropped
     to keep one batch shape, so the train step compiles once.
     """
-    arrays = tuple(arrays)
+    arrays = tuple(np.asarray(a) for a in arrays)
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError("all arrays passed to epoch_batches need the same length (axis 0)")
+    for a in arrays:
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            bad = np.flatnonzero(~np.isfinite(a.reshape(n, -1)).all(axis=1))
+            raise ValueError(
+                f"the training data contains NaN or Inf in {len(bad)} examples (first at index "
+                f"{bad[0]}); remove or repair them, e.g. x = x[np.isfinite(x).all(axis=(1, 2))]"
+            )
     if not 0 < batch_size <= n:
         raise ValueError(f"batch_size must be in 1..{n} (the dataset size), got {batch_size}")
     per_epoch = n // batch_size
@@ -136,7 +142,9 @@ def fit(
         if select_best is not None:
             name, direction = select_best
             value = record[name]
-            better = best is None or (value < best[name] if direction == "min" else value > best[name])
+            better = best is None or (
+                value < best[name] if direction == "min" else value > best[name]
+            )
             if better:
                 best, best_state = record, jax.tree.map(lambda x: x.copy(), state)
 
@@ -160,7 +168,9 @@ def fit(
             pending = []
             if eval_fn is not None and (done == steps or (eval_every and done % eval_every == 0)):
                 evaluate(done)
-            if manager is not None and (done == steps or (checkpoint_every and done % checkpoint_every == 0)):
+            if manager is not None and (
+                done == steps or (checkpoint_every and done % checkpoint_every == 0)
+            ):
                 _save(manager, done, state, best_state, {"history": history, "best": best})
     jax.block_until_ready(state)
     train_seconds = time.perf_counter() - t0
@@ -196,8 +206,17 @@ def _checkpoint_manager(directory) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(directory, options=options)
 
 
+def _is_key(leaf) -> bool:
+    return jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+
+
 def _leaves_dict(tree) -> dict:
-    return {str(i): np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(tree))}
+    """Leaves as numpy arrays keyed by position; typed PRNG keys are stored as their raw data."""
+    leaves = jax.tree.leaves(tree)
+    return {
+        str(i): np.asarray(jax.random.key_data(x) if _is_key(x) else x)
+        for i, x in enumerate(leaves)
+    }
 
 
 def _save(manager, step: int, state, best_state, meta: dict) -> None:
@@ -215,7 +234,7 @@ def _restore(manager, template, with_best: bool):
     """Restore the latest checkpoint into the structure of ``template``."""
     step = manager.latest_step()
     leaves, treedef = jax.tree.flatten(template)
-    target = {str(i): np.zeros(np.shape(x), np.asarray(x).dtype) for i, x in enumerate(leaves)}
+    target = {k: np.zeros_like(v) for k, v in _leaves_dict(template).items()}
     items = {
         "state": ocp.args.StandardRestore(target),
         "meta": ocp.args.JsonRestore(),
@@ -232,13 +251,17 @@ def _restore(manager, template, with_best: bool):
         ) from err
 
     def rebuild(flat):
-        out = [flat[str(i)] for i in range(len(leaves))]
-        for got, want in zip(out, leaves, strict=True):
-            if np.shape(got) != np.shape(want):
+        out = []
+        for i, want in enumerate(leaves):
+            got = flat[str(i)]
+            if np.shape(got) != np.shape(target[str(i)]):
                 raise CheckpointError(
                     f"checkpoint in {manager.directory} holds shape {np.shape(got)} where the "
-                    f"model has {np.shape(want)}; it belongs to another configuration"
+                    f"model has {np.shape(target[str(i)])}; it belongs to another configuration"
                 )
+            if _is_key(want):
+                got = jax.random.wrap_key_data(got, impl=jax.random.key_impl(want))
+            out.append(got)
         return jax.tree.unflatten(treedef, out)
 
     best = rebuild(restored["best"]) if "best" in items else None
@@ -252,8 +275,3 @@ def latest_checkpoint_step(directory) -> int | None:
     if not directory.is_dir():
         return None
     return _checkpoint_manager(directory).latest_step()
-
-
-def finite_or_nan(value) -> float:
-    value = float(value)
-    return value if math.isfinite(value) else float("nan")

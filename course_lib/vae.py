@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 
 import jax
@@ -48,7 +49,7 @@ class MLPEncoder(nnx.Module):
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
         sizes = (math.prod(cfg.image_shape), *cfg.hidden)
         self.layers = nnx.List(
-            [nnx.Linear(a, b, dtype=cfg.dtype, rngs=rngs) for a, b in zip(sizes, sizes[1:])]
+            [nnx.Linear(a, b, dtype=cfg.dtype, rngs=rngs) for a, b in itertools.pairwise(sizes)]
         )
         self.mean = nnx.Linear(sizes[-1], cfg.latent_dim, dtype=cfg.dtype, rngs=rngs)
         self.log_var = nnx.Linear(sizes[-1], cfg.latent_dim, dtype=cfg.dtype, rngs=rngs)
@@ -64,7 +65,7 @@ class MLPDecoder(nnx.Module):
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
         sizes = (cfg.latent_dim, *reversed(cfg.hidden))
         self.layers = nnx.List(
-            [nnx.Linear(a, b, dtype=cfg.dtype, rngs=rngs) for a, b in zip(sizes, sizes[1:])]
+            [nnx.Linear(a, b, dtype=cfg.dtype, rngs=rngs) for a, b in itertools.pairwise(sizes)]
         )
         self.out = nnx.Linear(sizes[-1], math.prod(cfg.image_shape), dtype=cfg.dtype, rngs=rngs)
         self.image_shape = tuple(cfg.image_shape)
@@ -176,6 +177,21 @@ def create(cfg: VAEConfig, seed: int = 0, decay_steps: int | None = None):
     return nnx.split((model, optimizer))
 
 
+def check_images(x, image_shape) -> None:
+    """Fail at trace time, with the fix, when a batch is not float [B, *image_shape]."""
+    if x.ndim != 3 or tuple(x.shape[1:]) != tuple(image_shape):
+        raise ValueError(
+            f"expected images of shape [batch, {image_shape[0]}, {image_shape[1]}], got "
+            f"{tuple(x.shape)}; reshape them (e.g. x.reshape(-1, {image_shape[0]}, "
+            f"{image_shape[1]})) or build the model with VAEConfig(image_shape=...)"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(
+            f"expected float images in [0, 1], got dtype {x.dtype}; convert uint8 pixels with "
+            "course_lib.recipes.binarize(x) (Bernoulli) or x.astype('float32') / 255 (Gaussian)"
+        )
+
+
 def make_train_step(graphdef, beta: float = 1.0):
     """One jitted update: ``state, batch, key -> state, metrics``.
 
@@ -187,6 +203,7 @@ def make_train_step(graphdef, beta: float = 1.0):
     def train_step(state, batch, key):
         model, optimizer = nnx.merge(graphdef, state)
         (x,) = batch
+        check_images(x, model.cfg.image_shape)
         grad_fn = nnx.value_and_grad(neg_elbo, has_aux=True)
         (loss, metrics), grads = grad_fn(model, x, key, beta)
         optimizer.update(model, grads)
@@ -197,6 +214,7 @@ def make_train_step(graphdef, beta: float = 1.0):
 
 def make_eval_fn(graphdef, images, batch_size: int = 500, seed: int = 0):
     """``eval(state) -> {"neg_elbo": nats}`` on ``images`` with fixed keys (deterministic)."""
+    check_images(images, images.shape[1:])
     n = (len(images) // batch_size) * batch_size
     if n == 0:
         raise ValueError(f"need at least batch_size={batch_size} images to evaluate")
@@ -212,6 +230,7 @@ def make_eval_fn(graphdef, images, batch_size: int = 500, seed: int = 0):
     return lambda state: {"neg_elbo": evaluate(state)}
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def decode(graphdef, state, z):
     """Images from latent codes: Bernoulli means (probabilities) or Gaussian means, in [0, 1]."""
     model, _ = nnx.merge(graphdef, state)
@@ -219,14 +238,17 @@ def decode(graphdef, state, z):
     return jax.nn.sigmoid(out) if model.cfg.decoder == "bernoulli" else jnp.clip(out, 0, 1)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def encode(graphdef, state, x):
     """Posterior means and log-variances of ``x``."""
     model, _ = nnx.merge(graphdef, state)
     return model.encoder(jnp.asarray(x))
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
 def sample(graphdef, state, key, n: int):
     """``n`` images decoded from prior samples z ~ N(0, I)."""
     model, _ = nnx.merge(graphdef, state)
     z = jax.random.normal(key, (n, model.cfg.latent_dim))
-    return decode(graphdef, state, z)
+    out = model.decoder(z).astype(jnp.float32)
+    return jax.nn.sigmoid(out) if model.cfg.decoder == "bernoulli" else jnp.clip(out, 0, 1)

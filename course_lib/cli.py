@@ -1,0 +1,108 @@
+"""Command line: ``python -m course_lib train {vae,gan,rnn,forecast}`` and ``data list``.
+
+Taught in chapter 5.1 (05a_vae_in_practice). The last line ``train`` prints to stdout is one JSON
+object with the run's metrics, so scripts can read it with ``tail -n 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from course_lib import data, recipes, train
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (at least 1), got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m course_lib", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one model and print its metrics as JSON")
+    t.add_argument("model", choices=sorted(recipes.RUNNERS))
+    t.add_argument("--dataset", help="dataset name (see `data list`); default: the recipe's")
+    length = t.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=_positive_int, help="number of updates")
+    length.add_argument("--epochs", type=_positive_int, help="passes over the training split")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=_positive_int)
+    t.add_argument("--out", default=None, help="output directory (default: runs/<model>)")
+    t.add_argument(
+        "--profile",
+        choices=["quick", "full"],
+        default="quick",
+        help="quick: ~2 min on a laptop CPU (default); full: longer, for a GPU",
+    )
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    d = sub.add_parser("data", help="datasets")
+    d.add_argument("action", choices=["list"])
+    return parser
+
+
+def _train_size(model: str, dataset: str) -> int:
+    if model == "forecast":
+        return len(data.load(dataset, "train").values)
+    loaded = data.load(dataset, "train")
+    return len(loaded if model == "rnn" else loaded.images)
+
+
+def cmd_train(args) -> dict:
+    recipe = recipes.recipe_for(args.model, args.profile)
+    recipe = recipes.with_overrides(
+        recipe, dataset=args.dataset, seed=args.seed, batch_size=args.batch_size, steps=args.steps
+    )
+    if args.epochs is not None:
+        steps_per_epoch = max(1, _train_size(args.model, recipe.dataset) // recipe.batch_size)
+        recipe = dataclasses.replace(recipe, steps=args.epochs * steps_per_epoch)
+    out = args.out or f"runs/{args.model}"
+    return recipes.RUNNERS[args.model](
+        recipe, out=out, resume=args.resume, progress=not args.no_progress
+    )
+
+
+def cmd_data_list() -> None:
+    rows = [("name", "kind", "shape", "splits", "offline", "MB", "source", "licence")]
+    for info in data.list_datasets():
+        splits = " ".join(f"{k}={v}" for k, v in info.splits.items())
+        shape = "x".join(map(str, info.shape)) if isinstance(info.shape, tuple) else info.shape
+        mb = f"{info.size_bytes / 1e6:.2f}"
+        rows.append(
+            (info.name, info.kind, shape, splits, str(info.offline), mb, info.source, info.licence)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    for r in rows:
+        print(
+            "  ".join(c.ljust(w) for c, w in zip(r[:6], widths, strict=True))
+            + "  "
+            + r[6]
+            + " | "
+            + r[7]
+        )
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "data":
+            cmd_data_list()
+            return 0
+        result = cmd_train(args)
+    except (data.DatasetError, train.CheckpointError, train.TrainingDiverged, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, ensure_ascii=False))
+    return 0

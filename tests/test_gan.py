@@ -1,0 +1,137 @@
+"""GAN: shapes, the losses against the minimax formula, D* on a 1-D toy, and the joint step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from course_lib import gan
+from flax import nnx
+
+
+def test_dcgan_and_mlp_shapes():
+    @nnx.jit
+    def both(g, d, z, y):
+        x = g(z, y)
+        return x, d(x, y)
+
+    cfg = gan.GANConfig(width=8)
+    g, d = gan.Generator(cfg, rngs=nnx.Rngs(0)), gan.Discriminator(cfg, rngs=nnx.Rngs(1))
+    x, logits = both(g, d, jnp.zeros((3, cfg.latent_dim)), None)
+    assert x.shape == (3, 28, 28) and float(jnp.abs(x).max()) <= 1.0
+    assert logits.shape == (3,)
+    small = gan.GANConfig(arch="mlp", image_shape=(8, 8), width=16, num_classes=10)
+    g, d = gan.Generator(small, rngs=nnx.Rngs(0)), gan.Discriminator(small, rngs=nnx.Rngs(1))
+    x, logits = both(g, d, jnp.zeros((3, small.latent_dim)), jnp.array([0, 1, 2]))
+    assert x.shape == (3, 8, 8) and logits.shape == (3,)
+
+
+def test_depth_to_space_moves_channels_into_2x2_blocks():
+    x = jnp.arange(2 * 3 * 3 * 8, dtype=jnp.float32).reshape(2, 3, 3, 8)
+    y = gan.depth_to_space(x)
+    assert y.shape == (2, 6, 6, 2)
+    for i in range(2):
+        for j in range(2):
+            np.testing.assert_array_equal(
+                y[:, i::2, j::2, :], x[..., (2 * i + j) * 2 : (2 * i + j) * 2 + 2]
+            )
+
+
+def test_losses_match_the_minimax_formula():
+    real = jnp.array([2.0, -0.5, 0.3])
+    fake = jnp.array([-1.0, 0.7, 0.0])
+    d_real, d_fake = jax.nn.sigmoid(real), jax.nn.sigmoid(fake)
+    minimax_v = jnp.mean(jnp.log(d_real)) + jnp.mean(jnp.log(1 - d_fake))
+    np.testing.assert_allclose(gan.discriminator_loss(real, fake), -minimax_v, rtol=1e-6)
+    np.testing.assert_allclose(
+        gan.generator_loss(fake, "minimax"), jnp.mean(jnp.log(1 - d_fake)), rtol=1e-6
+    )
+    np.testing.assert_allclose(gan.generator_loss(fake), -jnp.mean(jnp.log(d_fake)), rtol=1e-6)
+    # logits keep the loss finite where probabilities underflow
+    assert np.isfinite(gan.discriminator_loss(jnp.array([-200.0]), jnp.array([200.0])))
+
+
+def test_trained_discriminator_approaches_the_optimal_d_star():
+    """On 1-D data, D minimising discriminator_loss tends to p_data / (p_data + p_g)."""
+
+    class D1(nnx.Module):
+        def __init__(self, rngs):
+            self.l1, self.l2 = nnx.Linear(1, 32, rngs=rngs), nnx.Linear(32, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l2(jnp.tanh(self.l1(x[:, None])))[:, 0]
+
+    d = D1(nnx.Rngs(0))
+    opt = nnx.Optimizer(d, optax.adam(1e-2), wrt=nnx.Param)
+    graphdef, state = nnx.split((d, opt))
+
+    @jax.jit
+    def step(state, key):
+        d, opt = nnx.merge(graphdef, state)
+        k1, k2 = jax.random.split(key)
+        real = jax.random.normal(k1, (512,))  # p_data = N(0, 1)
+        fake = 1.0 + 0.5 * jax.random.normal(k2, (512,))  # p_g = N(1, 0.5^2)
+        grads = nnx.grad(lambda d: gan.discriminator_loss(d(real), d(fake)))(d)
+        opt.update(d, grads)
+        return nnx.state((d, opt))
+
+    for i in range(1500):
+        state = step(state, jax.random.key(i))
+    d, _ = nnx.merge(graphdef, state)
+    xs = jnp.linspace(-1.0, 2.0, 61)
+    p_data = jax.scipy.stats.norm.pdf(xs)
+    p_g = jax.scipy.stats.norm.pdf(xs, 1.0, 0.5)
+    d_star = p_data / (p_data + p_g)
+    err = jnp.abs(jax.nn.sigmoid(d(xs)) - d_star)
+    assert float(err.max()) < 0.06, float(err.max())
+
+
+def test_one_step_updates_d_first_then_g_against_the_new_d():
+    cfg = gan.GANConfig(arch="mlp", image_shape=(8, 8), width=16)
+    graphdef, state = gan.create(cfg, 0)
+    x = jax.random.uniform(jax.random.key(1), (16, 8, 8), minval=-1.0, maxval=1.0)
+    y = jnp.zeros(16, jnp.int32)
+    key = jax.random.key(2)
+    copy = jax.tree.map(jnp.copy, state)
+    new_state = gan.make_train_step(graphdef)(copy, (x, y), key)[0]
+
+    @jax.jit
+    def g_after_update(state, d_state):
+        g, _, opt_g, _ = nnx.merge(graphdef, state)
+        d_used = nnx.merge(graphdef, d_state)[1]
+        z = jax.random.normal(key, (16, cfg.latent_dim))
+        grads = nnx.grad(lambda g: gan.generator_loss(d_used(g(z, y), y)))(g)
+        opt_g.update(g, grads)
+        return nnx.state(g, nnx.Param)
+
+    expected = g_after_update(state, new_state)
+    stale = g_after_update(state, state)
+    got = nnx.state(nnx.merge(graphdef, new_state)[0], nnx.Param)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert any(
+        not np.allclose(a, b, rtol=1e-5, atol=1e-6)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(stale), strict=True)
+    )
+
+
+def test_train_step_compiles_once_and_conditioning_uses_labels():
+    cfg = gan.GANConfig(arch="mlp", image_shape=(8, 8), width=16, num_classes=10)
+    graphdef, state = gan.create(cfg, 0)
+    step = gan.make_train_step(graphdef)
+    x = jnp.zeros((8, 8, 8))
+    for i in range(3):
+        state, metrics = step(state, (x, jnp.arange(8) % 10), jax.random.key(i))
+    assert step._cache_size() == 1 and np.isfinite(metrics["d_loss"])
+    a = gan.generate(graphdef, state, jax.random.key(0), 4, labels=jnp.zeros(4, jnp.int32))
+    b = gan.generate(graphdef, state, jax.random.key(0), 4, labels=jnp.ones(4, jnp.int32))
+    assert a.shape == (4, 8, 8) and not np.allclose(a, b)
+
+
+def test_bad_batch_gets_a_clear_error():
+    graphdef, state = gan.create(gan.GANConfig(arch="mlp", image_shape=(8, 8), width=8), 0)
+    step = gan.make_train_step(graphdef)
+    with pytest.raises(ValueError, match="shape"):
+        step(state, (jnp.zeros((4, 64)), jnp.zeros(4, jnp.int32)), jax.random.key(0))
+    with pytest.raises(ValueError, match="127.5"):
+        step(state, (jnp.zeros((4, 8, 8), jnp.uint8), jnp.zeros(4, jnp.int32)), jax.random.key(0))
