@@ -69,7 +69,7 @@ $(BIN)/pip:
 
 # A recent setuptools in the venv lets tests build a wheel offline (--no-build-isolation).
 $(STAMP): pyproject.toml | $(BIN)/pip
-	$(PY) -m pip install --quiet --upgrade 'setuptools>=70.1'
+	$(PY) -m pip install --quiet --upgrade 'setuptools>=77'
 	$(PY) -m pip install -e '.[dev]'
 	@touch $@
 

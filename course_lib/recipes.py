@@ -40,22 +40,22 @@ class VAERecipe:
 @dataclasses.dataclass(frozen=True)
 class GANRecipe:
     dataset: str = "mnist10k"
-    steps: int = 1500
+    steps: int = 2800
     batch_size: int = 64
     seed: int = 0
-    model: gan.GANConfig = gan.GANConfig(width=32)
-    eval_every: int = 500
+    model: gan.GANConfig = gan.GANConfig(width=32, learning_rate=2e-3)
+    eval_every: int = 700
     eval_samples: int = 2000
 
 
 @dataclasses.dataclass(frozen=True)
 class RNNRecipe:
     dataset: str = "tang5"
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 64
     seed: int = 0
     model: rnn.CharLMConfig | None = None  # None: CharLMConfig(vocab_size=len(vocab))
-    eval_every: int = 250
+    eval_every: int = 100
     temperature: float = 0.8
     n_samples: int = 200
 
@@ -77,14 +77,6 @@ def with_overrides(recipe, **changes):
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _prepare_out(out) -> pathlib.Path | None:
-    if out is None:
-        return None
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def _write_json(path: pathlib.Path, obj) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -92,21 +84,29 @@ def _write_json(path: pathlib.Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _checkpoints(out, resume: bool):
-    """The checkpoint directory of a run: emptied for a fresh run, required for ``resume``."""
+def _start_run(out, resume: bool):
+    """Check ``resume`` first, then create ``out``; return (out, checkpoint directory).
+
+    A fresh run empties old checkpoints; ``resume`` requires one. Called after the data and the
+    configuration are validated, so a rejected run leaves nothing on disk.
+    """
     if out is None:
         if resume:
             raise train.CheckpointError("resume needs an output directory (--out) to read from")
-        return None
+        return None, None
+    out = pathlib.Path(out)
     ckpt = out / "checkpoints"
-    if resume:
-        if train.latest_checkpoint_step(ckpt) is None:
-            raise train.CheckpointError(
-                f"no checkpoint to resume from in {ckpt}; run without --resume to start afresh"
-            )
-    elif ckpt.exists():
-        shutil.rmtree(ckpt)
-    return ckpt
+    if resume and train.latest_checkpoint_step(ckpt) is None:
+        raise train.CheckpointError(
+            f"no checkpoint to resume from in {ckpt}; run without --resume to start afresh"
+        )
+    if not resume:
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        for stale in ("metrics.json", "history.json"):  # never leave a previous run's results
+            (out / stale).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, ckpt
 
 
 def _finish(out, result: dict, history: dict) -> dict:
@@ -142,7 +142,6 @@ def binarize(images) -> np.ndarray:
 
 def run_vae(recipe: VAERecipe = VAERecipe(), out=None, resume: bool = False, progress: bool = True):
     """Train a VAE with early stopping on a validation holdout; report the test negative ELBO."""
-    out = _prepare_out(out)
     x_train, _ = data.load(recipe.dataset, "train")
     x_test, _ = data.load(recipe.dataset, "test")
     prep = (
@@ -151,6 +150,7 @@ def run_vae(recipe: VAERecipe = VAERecipe(), out=None, resume: bool = False, pro
     x_train, x_test = prep(x_train), prep(x_test)
     cfg = dataclasses.replace(recipe.model, image_shape=x_train.shape[1:])
     fit_idx, val_idx = holdout_split(len(x_train), recipe.val_fraction)
+    out, ckpt = _start_run(out, resume)
     graphdef, state = vae.create(cfg, recipe.seed, decay_steps=recipe.steps)
     val_batch = min(500, len(val_idx))
     res = train.fit(
@@ -162,7 +162,7 @@ def run_vae(recipe: VAERecipe = VAERecipe(), out=None, resume: bool = False, pro
         eval_fn=vae.make_eval_fn(graphdef, x_train[val_idx], val_batch),
         eval_every=recipe.eval_every,
         select_best=("neg_elbo", "min"),
-        checkpoint_dir=_checkpoints(out, resume),
+        checkpoint_dir=ckpt,
         checkpoint_every=recipe.eval_every,
         progress=progress,
         desc="vae",
@@ -215,7 +215,6 @@ def make_gan_eval_fn(graphdef, classifier, real_test, n: int, seed: int):
 
 def run_gan(recipe: GANRecipe = GANRecipe(), out=None, resume: bool = False, progress: bool = True):
     """Train a GAN; report FD-LeNet (and its train-vs-test floor) and class coverage."""
-    out = _prepare_out(out)
     x_train, y_train = data.load(recipe.dataset, "train")
     x_test, _ = data.load(recipe.dataset, "test")
     cfg = _gan_config(recipe, x_train.shape[1:])
@@ -223,6 +222,7 @@ def run_gan(recipe: GANRecipe = GANRecipe(), out=None, resume: bool = False, pro
     classifier = metrics.fd_classifier(recipe.dataset)
     real_test = x_test.astype(np.float32) / 255.0
     n_eval = min(recipe.eval_samples, len(real_test))
+    out, ckpt = _start_run(out, resume)
     graphdef, state = gan.create(cfg, recipe.seed)
     res = train.fit(
         gan.make_train_step(graphdef),
@@ -233,7 +233,7 @@ def run_gan(recipe: GANRecipe = GANRecipe(), out=None, resume: bool = False, pro
         log_every=50,
         eval_fn=make_gan_eval_fn(graphdef, classifier, real_test[:n_eval], n_eval, recipe.seed),
         eval_every=recipe.eval_every,
-        checkpoint_dir=_checkpoints(out, resume),
+        checkpoint_dir=ckpt,
         checkpoint_every=recipe.eval_every,
         progress=progress,
         desc="gan",
@@ -262,7 +262,6 @@ def run_gan(recipe: GANRecipe = GANRecipe(), out=None, resume: bool = False, pro
 
 def run_rnn(recipe: RNNRecipe = RNNRecipe(), out=None, resume: bool = False, progress: bool = True):
     """Train a character LSTM on Tang quatrains; compare its bits/char with a KN 3-gram."""
-    out = _prepare_out(out)
     train_poems = data.load(recipe.dataset, "train")
     val_poems = data.load(recipe.dataset, "val")
     vocab = rnn.CharVocab(train_poems)
@@ -271,7 +270,8 @@ def run_rnn(recipe: RNNRecipe = RNNRecipe(), out=None, resume: bool = False, pro
         raise ValueError(f"model.vocab_size={cfg.vocab_size} but the vocabulary has {len(vocab)}")
     x_train, y_train = rnn.encode_poems(train_poems, vocab)
     x_val, y_val = rnn.encode_poems(val_poems, vocab)
-    graphdef, state = rnn.create_lm(cfg, recipe.seed)
+    out, ckpt = _start_run(out, resume)
+    graphdef, state = rnn.create_lm(cfg, recipe.seed, decay_steps=recipe.steps)
     res = train.fit(
         rnn.make_train_step(graphdef),
         state,
@@ -281,7 +281,7 @@ def run_rnn(recipe: RNNRecipe = RNNRecipe(), out=None, resume: bool = False, pro
         eval_fn=rnn.make_lm_eval_fn(graphdef, x_val, y_val),
         eval_every=recipe.eval_every,
         select_best=("bits_per_char", "min"),
-        checkpoint_dir=_checkpoints(out, resume),
+        checkpoint_dir=ckpt,
         checkpoint_every=recipe.eval_every,
         progress=progress,
         desc="rnn",
@@ -322,7 +322,6 @@ def run_forecast(
 ):
     """Forecast co2 12 months ahead from every month of the test years; compare with
     the seasonal-naive forecast from the same origins."""
-    out = _prepare_out(out)
     cfg = recipe.model
     series = data.load(recipe.dataset, "all").values
     n_train = len(data.load(recipe.dataset, "train").values)
@@ -332,6 +331,7 @@ def run_forecast(
     # test origins: every month from the end of the training years to the last full horizon
     tail = series[n_train - cfg.context :]
     x_test, y_test, last = rnn.make_windows(tail, cfg.context, cfg.horizon, scale)
+    out, ckpt = _start_run(out, resume)
     graphdef, state = rnn.create_forecaster(cfg, recipe.seed)
     res = train.fit(
         rnn.make_train_step(graphdef, rnn.forecast_loss),
@@ -339,7 +339,7 @@ def run_forecast(
         train.epoch_batches((x, y), recipe.batch_size, recipe.seed),
         key=jax.random.key(recipe.seed),
         steps=recipe.steps,
-        checkpoint_dir=_checkpoints(out, resume),
+        checkpoint_dir=ckpt,
         checkpoint_every=500,
         progress=progress,
         desc="forecast",
@@ -369,7 +369,12 @@ RUNNERS = {"vae": run_vae, "gan": run_gan, "rnn": run_rnn, "forecast": run_forec
 QUICK = {"vae": VAERecipe(), "gan": GANRecipe(), "rnn": RNNRecipe(), "forecast": ForecastRecipe()}
 FULL = {
     "vae": VAERecipe(steps=20000, batch_size=256),
-    "gan": GANRecipe(steps=20000, batch_size=128, model=gan.GANConfig(width=64)),
+    "gan": GANRecipe(
+        steps=20000,
+        batch_size=128,
+        eval_every=2000,
+        model=gan.GANConfig(width=64, learning_rate=5e-4),
+    ),
     "rnn": RNNRecipe(steps=8000, model=None),
     "forecast": ForecastRecipe(steps=8000),
 }

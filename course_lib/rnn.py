@@ -75,7 +75,7 @@ class CharLMConfig:
     vocab_size: int
     embed_dim: int = 128
     hidden: int = 256
-    layers: int = 2
+    layers: int = 1
     cell: str = "lstm"  # or "gru"
     dropout: float = 0.3
     tie_embeddings: bool = True  # output layer reuses the embedding matrix (fewer parameters)
@@ -180,11 +180,16 @@ def lm_loss(model: CharLM, batch, key):
     return loss, {"bits_per_char": loss / jnp.log(2.0)}
 
 
-def create_lm(cfg: CharLMConfig, seed: int = 0):
+def create_lm(cfg: CharLMConfig, seed: int = 0, decay_steps: int | None = None):
+    """A fresh language model and its optimizer (gradient clipping, then AdamW), split into
+    (graphdef, state). With ``decay_steps`` the learning rate decays to zero on a cosine."""
     model = CharLM(cfg, rngs=nnx.Rngs(seed))
+    lr = cfg.learning_rate
+    if decay_steps:
+        lr = optax.cosine_decay_schedule(cfg.learning_rate, decay_steps)
     tx = optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
-        optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay),
+        optax.adamw(lr, weight_decay=cfg.weight_decay),
     )
     return nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
 

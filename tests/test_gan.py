@@ -87,7 +87,7 @@ def test_trained_discriminator_approaches_the_optimal_d_star():
 
 
 def test_one_step_updates_d_first_then_g_against_the_new_d():
-    cfg = gan.GANConfig(arch="mlp", image_shape=(8, 8), width=16)
+    cfg = gan.GANConfig(arch="mlp", image_shape=(8, 8), width=16, augment_shift=0)
     graphdef, state = gan.create(cfg, 0)
     x = jax.random.uniform(jax.random.key(1), (16, 8, 8), minval=-1.0, maxval=1.0)
     y = jnp.zeros(16, jnp.int32)
@@ -97,9 +97,9 @@ def test_one_step_updates_d_first_then_g_against_the_new_d():
 
     @jax.jit
     def g_after_update(state, d_state):
-        g, _, opt_g, _ = nnx.merge(graphdef, state)
+        g, _, opt_g, _, _ = nnx.merge(graphdef, state)
         d_used = nnx.merge(graphdef, d_state)[1]
-        z = jax.random.normal(key, (16, cfg.latent_dim))
+        z = jax.random.normal(jax.random.split(key, 4)[0], (16, cfg.latent_dim))
         grads = nnx.grad(lambda g: gan.generator_loss(d_used(g(z, y), y)))(g)
         opt_g.update(g, grads)
         return nnx.state(g, nnx.Param)
@@ -113,6 +113,15 @@ def test_one_step_updates_d_first_then_g_against_the_new_d():
         not np.allclose(a, b, rtol=1e-5, atol=1e-6)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(stale), strict=True)
     )
+
+
+def test_translate_shifts_whole_images_and_fills_background():
+    x = jnp.full((64, 8, 8), -1.0).at[:, 3:5, 3:5].set(1.0)
+    out = gan.translate(jax.random.key(0), x, 2)
+    assert out.shape == x.shape and set(np.unique(out).tolist()) == {-1.0, 1.0}
+    assert (np.asarray(out == 1.0).sum(axis=(1, 2)) == 4).all()  # the blob moves, it is never cut
+    assert len({np.argwhere(np.asarray(o) == 1.0)[0].tobytes() for o in out}) > 5
+    np.testing.assert_array_equal(gan.translate(jax.random.key(0), x, 0), x)
 
 
 def test_train_step_compiles_once_and_conditioning_uses_labels():

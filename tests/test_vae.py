@@ -107,3 +107,13 @@ def test_bad_config_is_rejected():
         vae.VAEConfig(decoder="laplace")
     with pytest.raises(ValueError, match="28x28"):
         vae.VAEConfig(arch="conv", image_shape=(8, 8))
+
+
+def test_bfloat16_compute_option_trains(images):
+    cfg = vae.VAEConfig(hidden=(64,), dtype="bfloat16")
+    graphdef, state = vae.create(cfg, 0)
+    step = vae.make_train_step(graphdef)
+    state, metrics = step(state, (jnp.asarray(images[:32]),), jax.random.key(0))
+    assert np.isfinite(float(metrics["loss"]))
+    params = jax.tree.leaves(nnx.state(nnx.merge(graphdef, state)[0], nnx.Param))
+    assert all(p.dtype == jnp.float32 for p in params)  # bf16 compute, float32 parameters
