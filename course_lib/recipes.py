@@ -43,7 +43,7 @@ class GANRecipe:
     steps: int = 2800
     batch_size: int = 64
     seed: int = 0
-    model: gan.GANConfig = gan.GANConfig(width=32, learning_rate=2e-3)
+    model: gan.GANConfig = gan.GANConfig(width=32, learning_rate=2e-3, beta1=0.0)
     eval_every: int = 700
     eval_samples: int = 2000
 
