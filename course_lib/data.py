@@ -103,6 +103,23 @@ class DatasetInfo:
     size_bytes: int
 
 
+def check_image_batch(images, image_shape, config: str, convert: str) -> None:
+    """Raise a ValueError naming the fix unless ``images`` is a float batch [B, *image_shape].
+
+    Models call it on traced arrays, so a wrong batch fails at compile time, before any step.
+    ``config`` names the setting that fixes the shape, ``convert`` the expression that fixes
+    the dtype. Taught in chapter 5 (05a_vae_in_practice).
+    """
+    h, w = image_shape
+    if images.ndim != 3 or tuple(images.shape[1:]) != (h, w):
+        raise ValueError(
+            f"expected images of shape [batch, {h}, {w}], got {tuple(images.shape)}; reshape them "
+            f"(e.g. x.reshape(-1, {h}, {w})) or set {config}(image_shape=...) to match"
+        )
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"expected float images, got dtype {images.dtype}; convert with {convert}")
+
+
 def cache_dir() -> pathlib.Path:
     """Where downloads (and other caches of course_lib) live: ``$COURSE_LIB_DATA`` if set,
     otherwise ``~/.cache/course_lib``. Read on every call; nothing is created here.

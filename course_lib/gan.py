@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from course_lib import data
+
 
 @dataclasses.dataclass(frozen=True)
 class GANConfig:
@@ -213,16 +215,7 @@ def to_unit(images):
 
 def check_batch(x, y, image_shape) -> None:
     """Fail at trace time, with the fix, on images that are not float [B, H, W] in [-1, 1]."""
-    if x.ndim != 3 or tuple(x.shape[1:]) != tuple(image_shape):
-        raise ValueError(
-            f"expected images of shape [batch, {image_shape[0]}, {image_shape[1]}], got "
-            f"{tuple(x.shape)}; reshape them or set GANConfig(image_shape=...) to match"
-        )
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(
-            f"expected float images scaled to [-1, 1], got dtype {x.dtype}; convert uint8 "
-            "pixels with x.astype('float32') / 127.5 - 1"
-        )
+    data.check_image_batch(x, image_shape, "GANConfig", "x.astype('float32') / 127.5 - 1")
     if y.shape != x.shape[:1] or not jnp.issubdtype(y.dtype, jnp.integer):
         raise ValueError(f"expected integer labels of shape [{x.shape[0]}], got {y.dtype}{y.shape}")
 

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from course_lib import data
+
 
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
@@ -178,18 +180,13 @@ def create(cfg: VAEConfig, seed: int = 0, decay_steps: int | None = None):
 
 
 def check_images(x, image_shape) -> None:
-    """Fail at trace time, with the fix, when a batch is not float [B, *image_shape]."""
-    if x.ndim != 3 or tuple(x.shape[1:]) != tuple(image_shape):
-        raise ValueError(
-            f"expected images of shape [batch, {image_shape[0]}, {image_shape[1]}], got "
-            f"{tuple(x.shape)}; reshape them (e.g. x.reshape(-1, {image_shape[0]}, "
-            f"{image_shape[1]})) or build the model with VAEConfig(image_shape=...)"
-        )
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(
-            f"expected float images in [0, 1], got dtype {x.dtype}; convert uint8 pixels with "
-            "course_lib.recipes.binarize(x) (Bernoulli) or x.astype('float32') / 255 (Gaussian)"
-        )
+    """Fail at trace time, with the fix, when a batch is not float [B, *image_shape] in [0, 1]."""
+    data.check_image_batch(
+        x,
+        image_shape,
+        "VAEConfig",
+        "course_lib.recipes.binarize(x) (Bernoulli) or x.astype('float32') / 255 (Gaussian)",
+    )
 
 
 def make_train_step(graphdef, beta: float = 1.0):
@@ -214,7 +211,6 @@ def make_train_step(graphdef, beta: float = 1.0):
 
 def make_eval_fn(graphdef, images, batch_size: int = 500, seed: int = 0):
     """``eval(state) -> {"neg_elbo": nats}`` on ``images`` with fixed keys (deterministic)."""
-    check_images(images, images.shape[1:])
     n = (len(images) // batch_size) * batch_size
     if n == 0:
         raise ValueError(f"need at least batch_size={batch_size} images to evaluate")
@@ -224,6 +220,7 @@ def make_eval_fn(graphdef, images, batch_size: int = 500, seed: int = 0):
     @jax.jit
     def evaluate(state):
         model, _ = nnx.merge(graphdef, state)
+        check_images(chunks[0], model.cfg.image_shape)
         values = jax.lax.map(lambda a: neg_elbo(model, a[0], a[1])[1]["neg_elbo"], (chunks, keys))
         return jnp.mean(values)
 
