@@ -1,15 +1,136 @@
-"""Figures shared by the CLI and the chapters: image grids written without any font.
+"""Figures shared by the CLI and the chapters: image grids, and Chinese text in matplotlib.
 
-Taught in chapter 5.2 (05a_vae_in_practice).
+Image grids are taught in chapter 5.2 (05a_vae_in_practice). Fonts: every chapter's first figure
+relies on `setup_cjk_font`, which runs once when this module is imported; chapter 1 explains it.
+
+Matplotlib's default font (DejaVu Sans) has no Chinese glyphs and draws empty boxes ("tofu") in
+their place. This module is the one place that fixes that: it looks for an installed CJK font,
+makes it the default sans-serif font, and, when there is none, warns once and makes `label` return
+the English fallback so that no figure ever shows tofu.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import pathlib
 import tempfile
+import warnings
 
 import numpy as np
+
+# Simplified-Chinese families first: the same code point is drawn differently in JP/TC faces.
+CJK_FONT_FAMILIES = (
+    "Noto Sans CJK SC",
+    "Noto Sans SC",
+    "Source Han Sans SC",
+    "Source Han Sans CN",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Hiragino Sans GB",
+    "SimHei",
+    "Noto Serif CJK SC",
+    "Noto Sans CJK TC",
+    "Noto Sans CJK JP",
+)
+# Where fonts live when matplotlib's font cache predates their installation.
+_FONT_GLOBS = (
+    "/usr/share/fonts/**/*CJK*",
+    "/usr/share/fonts/**/*wqy*",
+    "/usr/local/share/fonts/**/*CJK*",
+    "~/.local/share/fonts/**/*CJK*",
+    "~/.fonts/**/*CJK*",
+    "/Library/Fonts/*",
+    "/System/Library/Fonts/*",
+)
+FONT_ENV_VAR = "COURSE_LIB_CJK_FONT"
+INSTALL_HINT = (
+    "Install one and restart the kernel: Debian/Ubuntu 'sudo apt-get install fonts-noto-cjk', "
+    "Fedora 'sudo dnf install google-noto-sans-cjk-fonts', macOS and Windows ship one; or point "
+    f"${FONT_ENV_VAR} at a .otf/.ttf/.ttc file, e.g. Noto Sans CJK SC from "
+    "https://github.com/notofonts/noto-cjk/releases."
+)
+
+
+class CJKFontWarning(UserWarning):
+    """No Chinese font was found: figure text falls back to English."""
+
+
+_cjk_family: str | None = None
+
+
+def _installed_families() -> set[str]:
+    from matplotlib import font_manager
+
+    return {f.name for f in font_manager.fontManager.ttflist}
+
+
+def setup_cjk_font(warn: bool = True) -> str | None:
+    """Make matplotlib draw Chinese with the first installed CJK font; return its family.
+
+    Order: the file in ``$COURSE_LIB_CJK_FONT``, then `CJK_FONT_FAMILIES` as matplotlib knows
+    them, then font files installed after matplotlib built its cache. With no CJK font it warns
+    once (`CJKFontWarning`, naming how to install one) and returns None; `label` then returns
+    its English text.
+    """
+    global _cjk_family
+    import matplotlib
+    from matplotlib import font_manager
+
+    env_font = os.environ.get(FONT_ENV_VAR)
+    if env_font:
+        if not os.path.isfile(env_font):
+            raise FileNotFoundError(
+                f"${FONT_ENV_VAR}={env_font!r} is not a font file; point it at a .otf/.ttf/.ttc "
+                "file with Chinese glyphs, or unset it to use an installed font."
+            )
+        font_manager.fontManager.addfont(env_font)
+        family = font_manager.FontProperties(fname=env_font).get_name()
+    else:
+        family = _first_known_family()
+        if family is None:
+            for pattern in _FONT_GLOBS:
+                for path in glob.glob(os.path.expanduser(pattern), recursive=True):
+                    if path.lower().endswith((".otf", ".ttf", ".ttc")):
+                        font_manager.fontManager.addfont(path)
+            family = _first_known_family()
+    _cjk_family = family
+    if family is None:
+        if warn:
+            warnings.warn(
+                "No Chinese (CJK) font found for matplotlib, so figure text is in English. "
+                + INSTALL_HINT,
+                CJKFontWarning,
+                stacklevel=2,
+            )
+        return None
+    sans = [f for f in matplotlib.rcParams["font.sans-serif"] if f != family]
+    matplotlib.rcParams["font.sans-serif"] = [family, *sans]
+    matplotlib.rcParams["font.family"] = "sans-serif"
+    # CJK fonts lack U+2212 (the typographic minus): use "-" on axes instead of a box.
+    matplotlib.rcParams["axes.unicode_minus"] = False
+    return family
+
+
+def _first_known_family() -> str | None:
+    installed = _installed_families()
+    return next((f for f in CJK_FONT_FAMILIES if f in installed), None)
+
+
+def cjk_font() -> str | None:
+    """The CJK font family that figures use, or None when there is none (see `setup_cjk_font`)."""
+    return _cjk_family
+
+
+def label(zh: str, en: str) -> str:
+    """Figure text: ``zh`` when a CJK font is set up, otherwise its English translation ``en``.
+
+    Use it for every Chinese string in a figure (titles, axis labels, legends), e.g.
+    ``ax.set_xlabel(label("训练步数", "training step"))``.
+    """
+    return zh if _cjk_family is not None else en
 
 
 def image_grid(images, ncols: int = 8, pad: int = 1) -> np.ndarray:
@@ -47,3 +168,6 @@ def save_image_grid(images, path, ncols: int = 8) -> pathlib.Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+setup_cjk_font()

@@ -380,8 +380,25 @@ FULL = {
 }
 
 
+PROFILE_ENV_VAR = "COURSE_LIB_PROFILE"
+
+
 def recipe_for(model: str, profile: str = "quick"):
     table = {"quick": QUICK, "full": FULL}
     if profile not in table:
         raise ValueError(f"profile must be 'quick' or 'full', got {profile!r}")
     return table[profile][model]
+
+
+def profile_from_env() -> str:
+    """The chapters' run profile: ``$COURSE_LIB_PROFILE``, "quick" (default, CPU) or "full" (GPU).
+
+    Every chapter reads it in its parameters cell, e.g. ``COURSE_LIB_PROFILE=full make lab``.
+    """
+    profile = os.environ.get(PROFILE_ENV_VAR, "quick")
+    if profile not in ("quick", "full"):
+        raise ValueError(
+            f"${PROFILE_ENV_VAR}={profile!r}: use 'quick' (the CPU default) or 'full' (a longer "
+            "run for a GPU), or unset it."
+        )
+    return profile
