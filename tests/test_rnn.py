@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from course_lib import rnn, train
+from flax import nnx
 
 POEMS = [
     "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。",
@@ -136,3 +137,17 @@ def test_forecaster_learns_a_seasonal_series():
         progress=False,
     )
     assert res.history["train"][-1]["mse"] < 0.1 * res.history["train"][0]["mse"]
+
+
+def test_forecaster_activation_option():
+    with pytest.raises(ValueError, match="activation"):
+        rnn.ForecastConfig(activation="sigmoid")
+    x = np.full((2, 100), 3.0, np.float32)  # a long, un-normalised input
+    norms = {}
+    for act in ("tanh", "relu"):
+        graphdef, state = rnn.create_forecaster(rnn.ForecastConfig(activation=act), 0)
+        model, _ = nnx.merge(graphdef, state)
+        assert model.rnn.cell.activation_fn is rnn.ACTIVATIONS[act]
+        h = model.rnn(jnp.asarray(x)[..., None], initial_carry=rnn.zero_carry("lstm", 2, 64))
+        norms[act] = float(jnp.abs(h).max())
+    assert norms["tanh"] < 1.0 < norms["relu"]  # tanh bounds |h| by 1, relu does not
