@@ -29,6 +29,9 @@ class VAEConfig:
     arch: str = "mlp"  # "mlp" (the seed's 784-hidden-20 shape) or "conv"
     image_shape: tuple[int, int] = (28, 28)
     hidden: tuple[int, ...] = (512, 256)  # MLP widths, encoder order; the decoder mirrors them
+    # MLP decoder widths when it should not mirror ``hidden``; () is the seed's 5.2.1 listing,
+    # a single Dense layer from z to the pixels (taught in 05a_vae_in_practice)
+    decoder_hidden: tuple[int, ...] | None = None
     latent_dim: int = 20
     decoder: str = "bernoulli"  # "bernoulli" (binarised pixels) or "gaussian" (pixels in [0, 1])
     beta: float = 1.0  # weight of the KL term; 1 gives the true ELBO
@@ -43,6 +46,8 @@ class VAEConfig:
             raise ValueError(f"decoder must be 'bernoulli' or 'gaussian', got {self.decoder!r}")
         if self.arch == "conv" and tuple(self.image_shape) != (28, 28):
             raise ValueError("the conv VAE is built for 28x28 images; use arch='mlp' for others")
+        if self.arch == "conv" and self.decoder_hidden is not None:
+            raise ValueError("decoder_hidden applies to arch='mlp' only")
         if self.beta < 0 or self.latent_dim <= 0:
             raise ValueError("beta must be >= 0 and latent_dim > 0")
 
@@ -65,7 +70,8 @@ class MLPEncoder(nnx.Module):
 
 class MLPDecoder(nnx.Module):
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
-        sizes = (cfg.latent_dim, *reversed(cfg.hidden))
+        widths = reversed(cfg.hidden) if cfg.decoder_hidden is None else cfg.decoder_hidden
+        sizes = (cfg.latent_dim, *widths)
         self.layers = nnx.List(
             [nnx.Linear(a, b, dtype=cfg.dtype, rngs=rngs) for a, b in itertools.pairwise(sizes)]
         )

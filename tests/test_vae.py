@@ -30,6 +30,18 @@ def test_mlp_shapes_and_parameter_count():
     assert n_params(model) == encoder + decoder
 
 
+def test_decoder_hidden_builds_the_seed_listing_shape():
+    # the seed's 5.2.1 listing: 784 -> 128 -> (20, 20), decoder a single Dense 20 -> 784
+    cfg = vae.VAEConfig(hidden=(128,), decoder_hidden=())
+    model = vae.VAE(cfg, rngs=nnx.Rngs(0))
+    assert n_params(model) == (784 * 128 + 128) + 2 * (128 * 20 + 20) + (20 * 784 + 784)
+    assert model.decoder(jnp.zeros((2, 20))).shape == (2, 28, 28)
+    asym = vae.VAE(vae.VAEConfig(hidden=(64,), decoder_hidden=(32, 48)), rngs=nnx.Rngs(0))
+    assert [layer.kernel.shape for layer in asym.decoder.layers] == [(20, 32), (32, 48)]
+    with pytest.raises(ValueError, match="decoder_hidden"):
+        vae.VAEConfig(arch="conv", decoder_hidden=())
+
+
 def test_conv_variant_and_gaussian_decoder_shapes():
     model = vae.VAE(vae.VAEConfig(arch="conv", decoder="gaussian"), rngs=nnx.Rngs(0))
     out, mean, _ = nnx.jit(lambda m, x, k: m(x, k))(
