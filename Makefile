@@ -1,7 +1,8 @@
 # Set-up and everyday commands for the workbook. GNU make, Linux, Python >= 3.10; no conda needed.
 #
+#   make book   the web site: execute stale chapters, build _build/html with Jupyter Book (-W)
+#   make test   ruff (lint + format check), pytest over tests/ (site in Chromium too), nbval
 #   make demo   train VAE, GAN, RNN and the forecaster (quick CPU profile) into runs/, print a summary
-#   make test   ruff (lint + format check), pytest over tests/, nbval over notebooks/
 #   make lab    JupyterLab on notebooks/ with the project's virtual environment as kernel "course-lib"
 #
 # Every target creates or reuses the virtual environment $(VENV) and installs the project into it
@@ -26,13 +27,16 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.course-lib-dev.stamp
 DATA_STAMP := $(VENV)/.course-lib-build-data.stamp
+BOOK_STAMP := $(VENV)/.course-lib-book.stamp
 LINT_PATHS := course_lib tests scripts
 DEMO_MODELS := vae gan rnn forecast
 NB_SANITIZE := tests/nbval_sanitize.cfg
 
-.PHONY: help venv demo $(addprefix demo-,$(DEMO_MODELS)) summary test lint format lab data clean distclean
+.PHONY: help venv book site demo $(addprefix demo-,$(DEMO_MODELS)) summary test lint format lab data clean distclean
 
 help:
+	@echo "make book       the web site: execute stale chapters, build _build/html (Jupyter Book, -W)"
+	@echo "make site       the web site from the notebooks' stored outputs, without executing them"
 	@echo "make demo       train vae, gan, rnn and forecast (quick CPU profile) into $(RUNS)/, print metrics"
 	@echo "make test       ruff check, ruff format --check, pytest tests/, pytest --nbval notebooks/"
 	@echo "make lab        register the Jupyter kernel '$(KERNEL_NAME)' and open JupyterLab on notebooks/"
@@ -75,6 +79,20 @@ $(STAMP): pyproject.toml | $(BIN)/pip
 
 venv: $(STAMP)
 
+# --- the web site (scripts/book.py; book.yml, toc.yml) ------------------------------------------
+# The `book` extra: Jupyter Book 1.x, sphinxcontrib-mermaid, jieba and Playwright (tests/test_site.py
+# drives the system's Chromium with it). scripts/book.py also needs npm once (MathJax and Mermaid
+# are served by the site itself) and a CJK font (as root it installs fonts-noto-cjk with apt-get).
+$(BOOK_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install -e '.[dev,book]'
+	@touch $@
+
+book: $(BOOK_STAMP)
+	$(PY) scripts/book.py build
+
+site: $(BOOK_STAMP)
+	$(PY) scripts/book.py build --stored-outputs
+
 # --- demo: the quick CPU profile of every model --------------------------------------------------
 demo: $(addprefix demo-,$(DEMO_MODELS))
 	@$(PY) scripts/summarize_runs.py $(foreach m,$(DEMO_MODELS),$(RUNS)/$(m)/stdout.log)
@@ -101,7 +119,9 @@ format: $(STAMP)
 
 # Notebooks run in this environment's kernel (--nbval-current-env). With no notebook yet the
 # nbval step is skipped; pytest's exit code 5 ("no tests collected") is not a failure either.
-test: lint
+# tests/test_site.py builds the site from the stored outputs (checked by nbval below) and loads
+# every page in headless Chromium; without Chromium it is skipped, except in CI.
+test: lint $(BOOK_STAMP)
 	$(BIN)/pytest tests
 	@nbs="$$(find notebooks -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' 2>/dev/null | sort || true)"; \
 	if [ -z "$$nbs" ]; then \
@@ -132,7 +152,7 @@ data: $(DATA_STAMP)
 
 # --- cleaning ------------------------------------------------------------------------------------
 clean:
-	rm -rf $(RUNS) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(RUNS) build dist _build *.egg-info .pytest_cache .ruff_cache
 	find . \( -path ./$(VENV) -o -path ./.git \) -prune -o \
 	  \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -prune -exec rm -rf {} +
 

@@ -73,9 +73,10 @@ def environment() -> dict:
 
 
 def pyproject_requirements() -> dict[str, Version | None]:
-    """Runtime dependencies plus the `dev` extra (what `make` installs and Binder needs)."""
+    """Runtime dependencies plus the `dev` and `book` extras (what `make book` installs)."""
     project = pyproject()["project"]
-    lines = project["dependencies"] + project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    lines = project["dependencies"] + extras["dev"] + extras.get("book", [])
     return parse_requirements(lines, "pyproject.toml")
 
 
