@@ -400,6 +400,28 @@ def jupyter_book() -> str:
     return str(exe)
 
 
+def check_notebook_metadata(paths: list[Path]) -> None:
+    """Every chapter names its Pygments lexer, as a notebook run by Jupyter does.
+
+    Without `language_info.pygments_lexer` ("ipython3") the site highlights code cells as plain
+    Python, which fails on the Colab cell's `%pip` and `!apt-get` lines, a warning under -W.
+    """
+    import nbformat
+
+    bad = []
+    for path in paths:
+        info = nbformat.read(path, as_version=4).metadata.get("language_info", {})
+        if not info.get("pygments_lexer"):
+            bad.append(str(path.relative_to(ROOT)))
+    if bad:
+        raise BookError(
+            "metadata.language_info.pygments_lexer is missing in "
+            + ", ".join(bad)
+            + ": execute these notebooks (make book does, or Restart Kernel and Run All) so that "
+            "Jupyter records their language"
+        )
+
+
 def build(stored_outputs: bool = False, install_font: bool = True) -> Path:
     check_sources()
     family = ensure_cjk_font(install=install_font)
@@ -408,6 +430,7 @@ def build(stored_outputs: bool = False, install_font: bool = True) -> Path:
     notebooks = toc_notebooks()
     if not stored_outputs:
         execute_stale(notebooks)
+    check_notebook_metadata(notebooks)
     write_chapter_times(notebooks)
     GENERATED.mkdir(parents=True, exist_ok=True)
     config_path = GENERATED / "book.yml"

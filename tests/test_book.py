@@ -236,3 +236,15 @@ def test_npm_versions_marker_is_json(book, tmp_path):
     marker.write_text(json.dumps(book.NPM_PACKAGES))
     book.vendor_assets(tmp_path)  # up to date: nothing fetched, nothing removed
     assert marker.exists()
+
+
+def test_notebook_without_pygments_lexer_is_named(book, tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "ROOT", tmp_path)
+    nb = notebook("%pip install x")
+    nb.metadata["language_info"] = {"name": "python"}
+    nbformat.write(nb, tmp_path / "03.ipynb")
+    with pytest.raises(book.BookError, match="03.ipynb"):
+        book.check_notebook_metadata([tmp_path / "03.ipynb"])
+    nb.metadata["language_info"]["pygments_lexer"] = "ipython3"
+    nbformat.write(nb, tmp_path / "03.ipynb")
+    book.check_notebook_metadata([tmp_path / "03.ipynb"])

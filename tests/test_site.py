@@ -227,19 +227,42 @@ def check_solutions(page) -> list[str]:
     return problems
 
 
+def settle(page, in_flight: set, quiet_ms: int = 500, limit_ms: int = 30_000) -> None:
+    """Wait until no request of the page has been in flight for quiet_ms (at most limit_ms).
+
+    Playwright's "networkidle" never came on some long pages in this Chromium, so the test
+    counts the page's own requests instead.
+    """
+    quiet = waited = 0
+    while quiet < quiet_ms and waited < limit_ms:
+        page.wait_for_timeout(100)
+        waited += 100
+        quiet = quiet + 100 if not in_flight else 0
+
+
 def visit(browser, base: str, path: str) -> dict:
     context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    requests, failures, console_errors = [], [], []
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("requestfailed", lambda r: failures.append(f"{r.url} ({r.failure})"))
+    requests, failures, console_errors, in_flight = [], [], [], set()
+
+    def started(request):
+        requests.append(request.url)
+        in_flight.add(request)
+
+    def failed(request):
+        failures.append(f"{request.url} ({request.failure})")
+        in_flight.discard(request)
+
+    page.on("request", started)
+    page.on("requestfinished", lambda request: in_flight.discard(request))
+    page.on("requestfailed", failed)
     page.on(
         "response",
         lambda r: failures.append(f"{r.url} (HTTP {r.status})") if r.status >= 400 else None,
     )
     page.on("pageerror", lambda e: console_errors.append(str(e)))
     page.goto(base + path, wait_until="load")
-    page.wait_for_load_state("networkidle")
+    settle(page, in_flight)
     page.evaluate(WAIT_FOR_MATHJAX)
     wait_for_images(page)
     mermaid_problems = render_mermaid(page)
@@ -247,7 +270,7 @@ def visit(browser, base: str, path: str) -> dict:
     facts["fonts"] = font_of(page, "main p")
     facts["solution_problems"] = check_solutions(page)
     facts["mermaid_problems"] = mermaid_problems
-    page.wait_for_load_state("networkidle")
+    settle(page, in_flight)
     facts.update(requests=requests, failures=failures, errors=console_errors, page=page)
     facts["context"] = context
     return facts
