@@ -51,6 +51,7 @@ GENERATED = BUILD / "generated"
 HTML = BUILD / "html"
 STAMP_KEY = "workbook"
 CELL_TIMEOUT_S = 1200
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 # npm packages served by the site itself (never from a CDN). Mermaid matches the version
 # sphinxcontrib-mermaid would otherwise load from a CDN.
@@ -254,6 +255,7 @@ def execute_notebook(path: Path, library: str, profile: str) -> float:
     """Run every cell with nbclient (cwd = the notebook's folder), stamp, write in place."""
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
     start = dt.datetime.now(dt.timezone.utc)
@@ -264,7 +266,19 @@ def execute_notebook(path: Path, library: str, profile: str) -> float:
         resources={"metadata": {"path": str(path.parent)}},
         record_timing=True,
     )
-    client.execute()
+    # Figures must be captured as outputs even where MPLBACKEND=Agg is set (as in .ci/run):
+    # the kernel inherits this process's environment.
+    saved = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = INLINE_BACKEND
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        raise BookError(f"{path.relative_to(ROOT)}: a cell failed:\n{str(err)[-3000:]}") from None
+    finally:
+        if saved is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = saved
     seconds = (dt.datetime.now(dt.timezone.utc) - start).total_seconds()
     nb.metadata[STAMP_KEY] = {
         "inputs_sha256": inputs_sha256(nb, library, profile),
