@@ -277,10 +277,11 @@ def make_train_step(graphdef):
         opt_d.update(d, d_grads)
 
         # 2) G: the loss through the updated D, differentiated back into G's parameters
-        def g_loss_of_images(images):
+        # D as an argument (not a closure) lets a D with state, e.g. dropout's RNG, update it
+        def g_loss_of_images(d, images):
             return generator_loss(d(translate(key_g, images, cfg.augment_shift), y), cfg.loss)
 
-        g_loss, image_grads = jax.value_and_grad(g_loss_of_images)(fake)
+        g_loss, image_grads = nnx.value_and_grad(g_loss_of_images, argnums=1)(d, fake)
         (g_grads,) = g_backward(image_grads)
         opt_g.update(g, g_grads)
         if cfg.ema_decay:
