@@ -79,13 +79,14 @@ _CJK = "\u3400-\u4dbf\u4e00-\u9fff"
 _LATIN = "A-Za-z\u00c0-\u024f"
 _EN_PIECE = rf"[{_LATIN}][{_LATIN}0-9 \-'’/.]*"
 # A term at first use: CJK characters (optionally preceded by Latin words, as in "KL 散度" or
-# "Jensen-Shannon 散度") immediately followed by full-width brackets that hold only an English
+# "Jensen-Shannon 散度"; each such word ends in exactly one space, which keeps the match linear)
+# immediately followed by full-width brackets that hold only an English
 # name and optional abbreviations, separated by full-width or ASCII commas:
 #   变分自编码器（Variational Autoencoder，VAE）   重参数化（reparameterization）
 # Brackets starting with Chinese, or holding other punctuation, are not terms: （见原文 4.2）,
 # （Kingma & Welling 2014）.
 TERM_RE = re.compile(
-    rf"((?:[{_LATIN}0-9\-]+ ?)*[{_CJK}]+)（({_EN_PIECE}(?:[，,]\s*{_EN_PIECE})*)）"
+    rf"((?:[{_LATIN}0-9\-]+ )*[{_LATIN}0-9\-]*[{_CJK}]+)（({_EN_PIECE}(?:[，,]\s*{_EN_PIECE})*)）"
 )
 _FENCED_CODE_RE = re.compile(r"^(```|~~~)(?!\{).*?^\1\s*$", re.S | re.M)
 _INLINE_CODE_RE = re.compile(r"`[^`\n]*`")
