@@ -44,19 +44,16 @@ class TFGenerator(nnx.Module):
     """dense 100 -> 7*7*256, BN, LeakyReLU -> convT 128 (5x5, s1) -> convT 64 (5x5, s2) ->
     convT 1 (5x5, s2), tanh; BN + LeakyReLU between, no biases before BN (TF DCGAN tutorial)."""
 
-    def __init__(self, cfg: gan.GANConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: gan.GANConfig, *, rngs: nnx.Rngs, method: str = "auto"):
         self.cfg = cfg
+        kw = dict(use_bias=False, method=method, rngs=rngs)
         self.dense = nnx.Linear(cfg.latent_dim, 7 * 7 * 256, use_bias=False, rngs=rngs)
         self.bn0 = nnx.BatchNorm(7 * 7 * 256, **BN, rngs=rngs)
-        self.up1 = layers.ConvTranspose(256, 128, 5, 1, padding="SAME", use_bias=False, rngs=rngs)
+        self.up1 = layers.ConvTranspose(256, 128, 5, 1, padding="SAME", **kw)
         self.bn1 = nnx.BatchNorm(128, **BN, rngs=rngs)
-        self.up2 = layers.ConvTranspose(
-            128, 64, 5, 2, padding=CONVT_S2_PAD, use_bias=False, rngs=rngs
-        )
+        self.up2 = layers.ConvTranspose(128, 64, 5, 2, padding=CONVT_S2_PAD, **kw)
         self.bn2 = nnx.BatchNorm(64, **BN, rngs=rngs)
-        self.up3 = layers.ConvTranspose(
-            64, 1, 5, 2, padding=CONVT_S2_PAD, use_bias=False, rngs=rngs
-        )
+        self.up3 = layers.ConvTranspose(64, 1, 5, 2, padding=CONVT_S2_PAD, **kw)
 
     def __call__(self, z, labels=None, train: bool = True):
         ura = not train
@@ -84,14 +81,16 @@ class TFDiscriminator(nnx.Module):
         return self.head(h.reshape(x.shape[0], -1))[:, 0].astype(jnp.float32)
 
 
-def create_dcgan(seed: int = 0):
+def create_dcgan(seed: int = 0, method: str = "auto"):
     """(graphdef, state, train_step); the state is (g, d, opt_g, opt_d, g_avg) as in gan.py.
 
     ``g_avg`` is never updated (``ema_decay=None``); the step passes its donated buffers through.
+    ``method`` is the transposed convolutions' formulation (``layers.conv_transpose``); "auto",
+    course_lib's default, is what the benchmark reports unless told otherwise.
     """
     cfg = gan_config()
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-    g, d = TFGenerator(cfg, rngs=rngs), TFDiscriminator(cfg, rngs=rngs)
+    g, d = TFGenerator(cfg, rngs=rngs, method=method), TFDiscriminator(cfg, rngs=rngs)
     tx = optax.adam(cfg.learning_rate, b1=cfg.beta1)
     opt_g, opt_d = nnx.Optimizer(g, tx, wrt=nnx.Param), nnx.Optimizer(d, tx, wrt=nnx.Param)
     graphdef, state = nnx.split((g, d, opt_g, opt_d, nnx.clone(g)))

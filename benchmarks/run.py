@@ -94,7 +94,7 @@ def step_flops(case: str) -> float:
 class JaxSide:
     name = "course_lib"
 
-    def __init__(self, case: str, batches):
+    def __init__(self, case: str, batches, convt_method: str = "auto"):
         import jax
         import jax.numpy as jnp
 
@@ -106,7 +106,7 @@ class JaxSide:
         elif case == "char_lstm":
             _, self.state, self.step = jm.create_char_lstm(vocab_size(), 0)
         else:
-            _, self.state, self.step = jm.create_dcgan(0)
+            _, self.state, self.step = jm.create_dcgan(0, convt_method)
         self.batches = [tuple(jnp.asarray(a) for a in b) for b in batches]
         self.keys = list(jax.random.split(jax.random.key(1), 4096))
         self.i = 0
@@ -142,7 +142,7 @@ class JaxSide:
 class TorchSide:
     name = "PyTorch"
 
-    def __init__(self, case: str, batches):
+    def __init__(self, case: str, batches, convt_method: str = "auto"):
         import torch
 
         from benchmarks import torch_models as tm
@@ -220,19 +220,20 @@ def _proc_status_kb(field: str) -> int:
     raise KeyError(field)
 
 
-def memory_probe(case: str, side: str, steps: int = 3) -> dict:
+def memory_probe(case: str, side: str, convt_method: str = "auto", steps: int = 3) -> dict:
     batches = make_batches(case, 2)
     SIDES[side].matmul_gflops(256, 1)  # initialise the framework's runtime and thread pool
     base = _proc_status_kb("VmRSS")
-    runner = SIDES[side](case, batches)
+    runner = SIDES[side](case, batches, convt_method)
     runner.run(2)  # warm-up (compilation)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     runner.run(steps)
     return {"peak_mb": (_proc_status_kb("VmHWM") - base) / 1024}
 
 
-def measure_memory(case: str, side: str, env: dict) -> float | None:
+def measure_memory(case: str, side: str, env: dict, convt_method: str) -> float | None:
     cmd = [sys.executable, "-m", "benchmarks", "--memory-probe", case, side]
+    cmd += ["--convt-method", convt_method]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
@@ -249,9 +250,9 @@ def quantiles(values):
     return {k: float(v) for k, v in zip(("min", "p25", "median", "p75", "max"), q, strict=True)}
 
 
-def bench_case(case: str, rounds: int, round_s: float) -> dict:
+def bench_case(case: str, rounds: int, round_s: float, convt_method: str = "auto") -> dict:
     batches = make_batches(case, 8)
-    jax_side, torch_side = JaxSide(case, batches), TorchSide(case, batches)
+    jax_side, torch_side = JaxSide(case, batches, convt_method), TorchSide(case, batches)
     t0 = time.perf_counter()
     jax_side.run(1)
     first = time.perf_counter() - t0
@@ -319,7 +320,8 @@ def write_results(path: Path, info: dict, results: dict, args) -> None:
         f"1-minute load average at the start {info['machine']['load_avg_1m']}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
         f"- Date (UTC): {info['date']}; mode: {'quick' if args.quick else 'full'}, "
-        f"{args.rounds} interleaved rounds of about {args.round_s} s per framework and model",
+        f"{args.rounds} interleaved rounds of about {args.round_s} s per framework and model; "
+        f"DCGAN transposed convolutions: `{args.convt_method}` (course_lib.layers)",
         "- fp32 matmul ceiling (2048x2048, best of 10): "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in info["matmul_gflops"].items()),
         "",
@@ -334,8 +336,8 @@ def write_results(path: Path, info: dict, results: dict, args) -> None:
         mem = r.get("memory", {})
         fmt = lambda v: "n/a" if v is None else f"{v:.0f}"  # noqa: E731
         lines.append(
-            f"| {case} | {j['median']:.1f} ({j['p25']:.1f}-{j['p75']:.1f}) "
-            f"| {t['median']:.1f} ({t['p25']:.1f}-{t['p75']:.1f}) "
+            f"| {case} | {j['median']:.3g} ({j['p25']:.3g}-{j['p75']:.3g}) "
+            f"| {t['median']:.3g} ({t['p25']:.3g}-{t['p75']:.3g}) "
             f"| **{r['ratio']:.2f}x** ({rr['min']:.2f}-{rr['max']:.2f}) "
             f"| {r['compile_s']:.1f} | {gf:.2f} "
             f"| {100 * gf * j['median'] / ceiling:.0f}% | {100 * gf * t['median'] / ceiling:.0f}% "
@@ -367,12 +369,19 @@ def main(argv=None) -> int:
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file (markdown)")
     parser.add_argument(
+        "--convt-method",
+        default="auto",
+        choices=["auto", "phase_dot", "phase_conv", "dilated"],
+        help="the DCGAN's transposed convolution (course_lib.layers); 'auto' is course_lib's "
+        "default, 'dilated' the plain jax.lax.conv_transpose",
+    )
+    parser.add_argument(
         "--memory-probe", nargs=2, metavar=("MODEL", "SIDE"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
 
     if args.memory_probe:
-        print(json.dumps(memory_probe(*args.memory_probe)))
+        print(json.dumps(memory_probe(*args.memory_probe, args.convt_method)))
         return 0
     args.rounds = args.rounds or (3 if args.quick else 7)
     args.round_s = args.round_s or (1.0 if args.quick else 2.0)
@@ -404,9 +413,11 @@ def main(argv=None) -> int:
     results = {}
     for case in cases:
         print(f"{case}: warm-up and {args.rounds} interleaved rounds ...", flush=True)
-        r = results[case] = bench_case(case, args.rounds, args.round_s)
+        r = results[case] = bench_case(case, args.rounds, args.round_s, args.convt_method)
         if not args.no_memory:
-            r["memory"] = {side: measure_memory(case, side, env) for side in SIDES}
+            r["memory"] = {
+                side: measure_memory(case, side, env, args.convt_method) for side in SIDES
+            }
         print(
             f"  course_lib {r['jax']['median']:.2f} steps/s, PyTorch {r['torch']['median']:.2f} "
             f"steps/s, ratio {r['ratio']:.2f}x (rounds {r['round_ratios']['min']:.2f}-"
@@ -415,6 +426,8 @@ def main(argv=None) -> int:
             flush=True,
         )
     write_results(args.out, info, results, args)
+    raw = {"info": info, "args": {k: str(v) for k, v in vars(args).items()}, "results": results}
+    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
     print(f"wrote {args.out}", flush=True)
     summary = {case: round(r["ratio"], 3) for case, r in results.items()}
     summary["matmul_gflops"] = {k: round(v) for k, v in info["matmul_gflops"].items()}

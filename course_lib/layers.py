@@ -79,8 +79,8 @@ METHODS = ("phase_dot", "phase_conv", "dilated")
 
 def choose_method(strides: Sequence[int], out_features: int) -> str:
     """The formulation measured fastest on CPU (benchmarks/results.md): phases gathered into one
-    matmul for strided layers, except when the output has few channels, where the patches would be
-    far larger than the output and the plain dilated convolution is cheaper."""
+    matmul for strided layers; the plain convolution at stride 1 (no zeros to skip there) and
+    when the output has few channels (the patches would be far larger than the output)."""
     if all(s == 1 for s in strides) or out_features < 8:
         return "dilated"
     return "phase_dot"
@@ -108,8 +108,7 @@ def conv_transpose(
         method = choose_method(strides, cout)
     if method not in METHODS:
         raise ValueError(f"method must be 'auto' or one of {METHODS}, got {method!r}")
-    if method == "dilated" or (sh, sw) == (1, 1):
-        # stride 1 has no zeros to skip: it is a plain convolution
+    if method == "dilated":
         return jax.lax.conv_transpose(
             x, kernel, (sh, sw), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
         )

@@ -47,7 +47,7 @@ def test_vae_same_parameters_and_same_losses_over_two_steps():
     keys = jax.random.split(jax.random.key(5), 2)
     for key in keys:
         # vae.reparameterize draws eps ~ N(0, I) of the latent shape from the step's key
-        eps = np.asarray(jax.random.normal(key, (x.shape[0], 20)))
+        eps = np.array(jax.random.normal(key, (x.shape[0], 20)))
         state, metrics = step(state, (jnp.asarray(x),), key)
         torch_loss = tstep(torch.from_numpy(np.array(x)), torch.from_numpy(eps))
         np.testing.assert_allclose(torch_loss.item(), float(metrics["loss"]), rtol=2e-5)
