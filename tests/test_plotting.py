@@ -5,7 +5,6 @@ import warnings
 import matplotlib
 import numpy as np
 import pytest
-
 from course_lib import plotting
 
 
