@@ -6,15 +6,15 @@ jupyter-book nor Chromium.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
+
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = [
@@ -32,11 +32,7 @@ COLAB_INSTALL = re.compile(r'"course-lib @ git\+(https://[^"\s]+?)(?:\.git)?"')
 
 @pytest.fixture(scope="module")
 def book():
-    spec = importlib.util.spec_from_file_location("book", ROOT / "scripts" / "book.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("book")
 
 
 def book_yml() -> dict:

@@ -19,13 +19,13 @@ chapters are still being written:
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -43,17 +43,7 @@ if "google.colab" in sys.modules:
     !apt-get -qq install -y fonts-noto-cjk > /dev/null"""
 
 
-def _load_build_errata():
-    spec = importlib.util.spec_from_file_location(
-        "build_errata", ROOT / "scripts" / "build_errata.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-build_errata = _load_build_errata()
+build_errata = load_script("build_errata")
 NOTEBOOKS = build_errata.notebook_paths(NOTEBOOK_DIR)
 
 

@@ -24,6 +24,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from script_loader import load_script
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: pytest itself depends on tomli there
@@ -352,13 +354,7 @@ def test_sanitize_rules_keep_real_results(sanitize, stable):
 
 @pytest.fixture(scope="module")
 def summarize_runs():
-    spec = importlib.util.spec_from_file_location(
-        "summarize_runs", ROOT / "scripts/summarize_runs.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("summarize_runs")
 
 
 def test_summary_reads_the_last_line_and_checks_targets(summarize_runs, tmp_path, capsys):
