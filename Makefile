@@ -123,6 +123,8 @@ format: $(STAMP)
 # nbval step is skipped; pytest's exit code 5 ("no tests collected") is not a failure either.
 # tests/test_site.py builds the site from the stored outputs (checked by nbval below) and loads
 # every page in headless Chromium; without Chromium it is skipped, except in CI.
+# nbval runs without MPLBACKEND (.ci/run sets Agg for the unit tests): the kernel must use its
+# inline backend, as when the notebooks were executed, or their figure cells fail.
 test: lint $(BOOK_STAMP)
 	$(BIN)/pytest tests
 	@nbs="$$(find notebooks -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' 2>/dev/null | sort || true)"; \
@@ -131,7 +133,7 @@ test: lint $(BOOK_STAMP)
 	else \
 	  echo "$(BIN)/pytest $(NBVAL) --nbval-current-env --nbval-sanitize-with $(NB_SANITIZE) notebooks"; \
 	  rc=0; \
-	  $(BIN)/pytest $(NBVAL) --nbval-current-env \
+	  env -u MPLBACKEND $(BIN)/pytest $(NBVAL) --nbval-current-env \
 	    --nbval-sanitize-with $(NB_SANITIZE) $$nbs || rc=$$?; \
 	  if [ "$$rc" = 5 ]; then echo "nbval: no notebook cells collected"; elif [ "$$rc" != 0 ]; then exit "$$rc"; fi; \
 	fi
