@@ -138,3 +138,18 @@ def test_corrupt_checkpoint_is_a_clear_error(capsys, tmp_path):
     )
     assert code == 2 and "corrupt" in err
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_conditional_gan_flag(capsys, tmp_path):
+    code, out, err = run(
+        capsys, "train", "gan", "--dataset", "digits", "--steps", "10", "--conditional",
+        "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert last_json(out)["conditional"] is True
+
+
+def test_conditional_is_for_the_gan_only(capsys, tmp_path):
+    code, out, err = run(capsys, "train", "vae", "--conditional", "--out", str(tmp_path / "x"))
+    assert code == 2 and "`train gan` only" in err and out == ""
+    assert not (tmp_path / "x").exists()
