@@ -129,3 +129,14 @@ def test_bfloat16_compute_option_trains(images):
     assert np.isfinite(float(metrics["loss"]))
     params = jax.tree.leaves(nnx.state(nnx.merge(graphdef, state)[0], nnx.Param))
     assert all(p.dtype == jnp.float32 for p in params)  # bf16 compute, float32 parameters
+
+
+def test_eval_fn_counts_every_image_including_a_partial_batch(images):
+    graphdef, state = vae.create(vae.VAEConfig(hidden=(32,), latent_dim=4), 0)
+    full = vae.make_eval_fn(graphdef, images[:64], 64)(state)["neg_elbo"]
+    blank = np.ones((6, 28, 28), np.float32)  # all-white images: far from any digit
+    both = vae.make_eval_fn(graphdef, np.concatenate([images[:64], blank]), 64)(state)
+    rest = vae.make_eval_fn(graphdef, blank, 6)(state)["neg_elbo"]
+    # the 6 leftover images count with weight 6/70 (their keys differ, so compare loosely)
+    np.testing.assert_allclose(both["neg_elbo"], (64 * full + 6 * rest) / 70, rtol=2e-2)
+    assert both["neg_elbo"] > full + 0.5 * 6 * (rest - full) / 70
