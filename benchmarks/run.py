@@ -142,7 +142,7 @@ class JaxSide:
 class TorchSide:
     name = "PyTorch"
 
-    def __init__(self, case: str, batches, convt_method: str = "auto"):
+    def __init__(self, case: str, batches):
         import torch
 
         from benchmarks import torch_models as tm
@@ -224,7 +224,8 @@ def memory_probe(case: str, side: str, convt_method: str = "auto", steps: int = 
     batches = make_batches(case, 2)
     SIDES[side].matmul_gflops(256, 1)  # initialise the framework's runtime and thread pool
     base = _proc_status_kb("VmRSS")
-    runner = SIDES[side](case, batches, convt_method)
+    # only course_lib has a choice of transposed-convolution formulation
+    runner = JaxSide(case, batches, convt_method) if side == "jax" else TorchSide(case, batches)
     runner.run(2)  # warm-up (compilation)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     runner.run(steps)
