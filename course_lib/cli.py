@@ -46,9 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="quick: ~2 min on a laptop CPU (default); full: longer, for a GPU",
     )
     t.add_argument(
-        "--conditional",
-        action="store_true",
-        help="gan only: condition G and D on the digit labels (default: unconditional)",
+        "--conditioning",
+        choices=recipes.GAN_CONDITIONING,
+        help="gan only: condition G and D on k-means clusters of the images (the default; no "
+        "labels), on the digit labels, or on nothing",
     )
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -67,10 +68,10 @@ def _train_size(model: str, dataset: str) -> int:
 
 def cmd_train(args) -> dict:
     recipe = recipes.recipe_for(args.model, args.profile)
-    if args.conditional:
+    if args.conditioning is not None:
         if args.model != "gan":
-            raise ValueError(f"--conditional applies to `train gan` only, not {args.model!r}")
-        recipe = dataclasses.replace(recipe, conditional=True)
+            raise ValueError(f"--conditioning applies to `train gan` only, not {args.model!r}")
+        recipe = dataclasses.replace(recipe, conditioning=args.conditioning)
     recipe = recipes.with_overrides(
         recipe, dataset=args.dataset, seed=args.seed, batch_size=args.batch_size, steps=args.steps
     )

@@ -6,8 +6,9 @@ non-saturating loss) and 5.2.2 (practice, 05b_gan_in_practice). The seed article
 ``generator_loss`` below, computed from logits so that log(sigmoid(.)) never underflows.
 
 One ``train_step`` updates D, then G against the freshly updated D, inside a single ``jax.jit``.
-With ``num_classes`` set, both networks are conditioned on the digit label (chapter 6 uses this
-for human annotation).
+With ``num_classes`` set, both networks are conditioned on a class id: the k-means cluster of each
+training image (``cluster_ids``, a self-conditioned GAN that needs no labels; 05b) or the digit
+label (a conditional GAN, for the chapter on human annotation).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -29,7 +31,7 @@ class GANConfig:
     image_shape: tuple[int, int] = (28, 28)
     latent_dim: int = 64
     width: int = 64  # channels (DCGAN) or hidden units / 2 (MLP)
-    num_classes: int | None = None  # label conditioning when set
+    num_classes: int | None = None  # condition G and D on a class id in [0, num_classes)
     learning_rate: float = 2e-4
     beta1: float = 0.5
     loss: str = "non_saturating"  # or "minimax", the original log(1 - D(G(z))) that saturates
@@ -125,13 +127,23 @@ class MLPDiscriminator(nnx.Module):
         return jax.nn.leaky_relu(self.l2(h), 0.2)
 
 
+class ClassProbs(nnx.Variable):
+    """How often each class id occurs in the training data: G draws its classes from these."""
+
+
 class Generator(nnx.Module):
-    """G(z[, y]) -> images in [-1, 1]."""
+    """G(z[, y]) -> images in [-1, 1].
+
+    A conditioned G also holds ``class_probs`` (uniform unless ``create`` is given the data's), so
+    that ``generate`` samples p(x) = sum_y p(y) p(x | y), the whole data distribution.
+    """
 
     def __init__(self, cfg: GANConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         net = DCGANGenerator if cfg.arch == "dcgan" else MLPGenerator
         self.net = net(cfg, rngs=rngs)
+        if cfg.num_classes:
+            self.class_probs = ClassProbs(jnp.full((cfg.num_classes,), 1.0 / cfg.num_classes))
 
     def __call__(self, z, labels=None, train: bool = True):
         if self.cfg.num_classes:
@@ -180,15 +192,27 @@ def generator_loss(fake_logits, kind: str = "non_saturating"):
     return -jnp.mean(jax.nn.softplus(fake_logits))
 
 
-def create(cfg: GANConfig, seed: int = 0):
+def create(cfg: GANConfig, seed: int = 0, class_probs=None):
     """Fresh G, D, their Adam optimizers and the weight average of G, as (graphdef, state).
 
     The state holds ``(g, d, opt_g, opt_d, g_avg)``. ``g_avg`` is an exponential moving average
     of G's weights (Yazici et al., 2019); it draws visibly cleaner samples than the last G, whose
     weights oscillate around the adversarial equilibrium. Training never reads it.
+    ``class_probs`` ([num_classes], summing to 1) are the classes' frequencies in the training data,
+    from which a conditioned G draws its classes; default uniform.
     """
     rngs = nnx.Rngs(seed)
     g, d = Generator(cfg, rngs=rngs), Discriminator(cfg, rngs=rngs)
+    if class_probs is not None:
+        probs = np.asarray(class_probs, np.float32)
+        if not cfg.num_classes or probs.shape != (cfg.num_classes,):
+            raise ValueError(
+                f"class_probs must have shape [num_classes] = [{cfg.num_classes}], got "
+                f"{probs.shape}; pass the share of each class id among the training images"
+            )
+        if np.any(probs < 0) or not np.isclose(probs.sum(), 1.0, atol=1e-4):
+            raise ValueError("class_probs must be non-negative and sum to 1")
+        g.class_probs[...] = jnp.asarray(probs)
     tx = optax.adam(cfg.learning_rate, b1=cfg.beta1)
     opt_g = nnx.Optimizer(g, tx, wrt=nnx.Param)
     opt_d = nnx.Optimizer(d, tx, wrt=nnx.Param)
@@ -206,6 +230,29 @@ def update_average(g_avg: Generator, g: Generator, step, decay: float) -> None:
         lambda a, p: d * a + (1 - d) * p, nnx.state(g_avg, nnx.Param), nnx.state(g, nnx.Param)
     )
     nnx.update(g_avg, avg, nnx.state(g, nnx.BatchStat))
+
+
+def cluster_ids(images, num_clusters: int, seed: int = 0) -> np.ndarray:
+    """The k-means cluster of every image (pixels as features): a self-conditioned GAN's classes.
+
+    An unconditional G must carve every kind of digit out of one continuous latent space, and on
+    mnist10k it ends up drawing less varied digits than the data holds (05b). Self-conditioning
+    (Liu et al., 2020, "Diverse image generation via self-conditioned GANs") gives G and D a
+    discrete cluster id y instead of a label: D learns what is real *for that cluster*, and G must
+    cover every cluster. ``generate`` draws y with the clusters' frequencies, so the model is still
+    one of p(x), learned without labels. Liu et al. cluster D's features and re-cluster during
+    training; clustering the pixels once, before training, is enough for MNIST.
+    """
+    from sklearn.cluster import KMeans  # scikit-learn: k-means++ seeding, deterministic per seed
+
+    flat = np.asarray(images, np.float32).reshape(len(images), -1)
+    if not 2 <= num_clusters <= len(flat):
+        raise ValueError(
+            f"num_clusters must be between 2 and the number of images ({len(flat)}), got "
+            f"{num_clusters}; lower it, or train without conditioning"
+        )
+    kmeans = KMeans(num_clusters, n_init=1, random_state=seed).fit(flat)
+    return kmeans.labels_.astype(np.int32)
 
 
 def to_unit(images):
@@ -302,11 +349,12 @@ def generate(graphdef, state, key, n: int, labels=None):
     """``n`` images in [0, 1] from G in inference mode (BatchNorm running statistics); from the
     weight average of G unless ``GANConfig.ema_decay`` is None.
 
-    A conditional G draws the labels 0, 1, ..., 9, 0, 1, ... unless ``labels`` are given.
+    A conditioned G draws each image's class from ``class_probs`` unless ``labels`` are given.
     """
     g, *_, g_avg = nnx.merge(graphdef, state)
     g = g_avg if g.cfg.ema_decay else g
     z = jax.random.normal(key, (n, g.cfg.latent_dim))
     if g.cfg.num_classes and labels is None:
-        labels = jnp.arange(n) % g.cfg.num_classes
+        log_probs = jnp.log(g.class_probs[...])
+        labels = jax.random.categorical(jax.random.fold_in(key, 1), log_probs, shape=(n,))
     return to_unit(g(z, labels, train=False))

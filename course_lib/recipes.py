@@ -17,6 +17,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import time
 
 import jax
 import numpy as np
@@ -37,16 +38,28 @@ class VAERecipe:
     eval_every: int = 250
 
 
+GAN_CONDITIONING = ("clusters", "labels", "none")
+
+
 @dataclasses.dataclass(frozen=True)
 class GANRecipe:
     dataset: str = "mnist10k"
-    steps: int = 2800
+    steps: int = 2400
     batch_size: int = 64
     seed: int = 0
     model: gan.GANConfig = gan.GANConfig(width=32, learning_rate=2e-3, beta1=0.0)
-    eval_every: int = 700
+    eval_every: int = 600
     eval_samples: int = 2000
-    conditional: bool = False  # condition G and D on the digit labels (model.num_classes)
+    # what G and D are conditioned on: "clusters" (k-means of the training images, no labels: a
+    # self-conditioned GAN), "labels" (the digits: a conditional GAN) or "none"
+    conditioning: str = "clusters"
+    num_clusters: int = 50
+
+    def __post_init__(self):
+        if self.conditioning not in GAN_CONDITIONING:
+            raise ValueError(
+                f"conditioning must be one of {GAN_CONDITIONING}, got {self.conditioning!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,13 +207,24 @@ def run_vae(recipe: VAERecipe = VAERecipe(), out=None, resume: bool = False, pro
 # --- GAN -------------------------------------------------------------------------------------
 
 
-def _gan_config(recipe: GANRecipe, image_shape, labels=None) -> gan.GANConfig:
+def gan_class_ids(recipe: GANRecipe, images, labels) -> np.ndarray | None:
+    """The class id of every training image that G and D are conditioned on, or None.
+
+    ``images`` are the training images (any scale), ``labels`` their digits; see
+    ``GANRecipe.conditioning``. The clusters depend only on the images and ``recipe.seed``.
+    """
+    if recipe.conditioning == "none":
+        return None
+    if recipe.conditioning == "labels":
+        return np.asarray(labels, np.int32)
+    return gan.cluster_ids(images, recipe.num_clusters, recipe.seed)
+
+
+def gan_config(recipe: GANRecipe, image_shape, class_ids=None) -> gan.GANConfig:
+    """The recipe's ``GANConfig`` for images of ``image_shape``: a DCGAN for 28x28, else an MLP,
+    conditioned on ``class_ids`` when given (``gan_class_ids``), else unconditional."""
     arch = "dcgan" if tuple(image_shape) == (28, 28) else "mlp"
-    num_classes = recipe.model.num_classes
-    if recipe.conditional:
-        if labels is None:
-            raise ValueError("a conditional GAN recipe needs the training labels")
-        num_classes = int(np.max(labels)) + 1
+    num_classes = None if class_ids is None else int(np.max(class_ids)) + 1
     return dataclasses.replace(
         recipe.model, arch=arch, image_shape=tuple(image_shape), num_classes=num_classes
     )
@@ -224,22 +248,29 @@ def make_gan_eval_fn(graphdef, classifier, real_test, n: int, seed: int):
 def run_gan(recipe: GANRecipe = GANRecipe(), out=None, resume: bool = False, progress: bool = True):
     """Train a GAN; report FD-LeNet (and its train-vs-test floor) and class coverage.
 
-    A conditional GAN is evaluated on the labels 0, 1, ..., 9, 0, ... in turn, so its class
-    coverage measures whether G draws the digit it is asked for, not whether it covers the modes.
+    Samples are drawn as the model defines them: a class (cluster or digit) with its training
+    frequency, then an image. With ``conditioning="labels"`` the class coverage therefore mostly
+    measures whether G draws the digit it is asked for, not whether it covers the modes.
     """
     x_train, y_train = data.load(recipe.dataset, "train")
     x_test, _ = data.load(recipe.dataset, "test")
-    cfg = _gan_config(recipe, x_train.shape[1:], y_train)
     real = x_train.astype(np.float32) / 127.5 - 1.0  # the generator's tanh range
+    start = time.perf_counter()
+    class_ids = gan_class_ids(recipe, real, y_train)
+    cluster_seconds = time.perf_counter() - start if recipe.conditioning == "clusters" else 0.0
+    cfg = gan_config(recipe, x_train.shape[1:], class_ids)
+    probs = None if class_ids is None else np.bincount(class_ids) / len(class_ids)
     classifier = metrics.fd_classifier(recipe.dataset)
     real_test = x_test.astype(np.float32) / 255.0
     n_eval = min(recipe.eval_samples, len(real_test))
     out, ckpt = _start_run(out, resume)
-    graphdef, state = gan.create(cfg, recipe.seed)
+    graphdef, state = gan.create(cfg, recipe.seed, probs)
     res = train.fit(
         gan.make_train_step(graphdef),
         state,
-        train.epoch_batches((real, y_train), recipe.batch_size, recipe.seed),
+        train.epoch_batches(
+            (real, y_train if class_ids is None else class_ids), recipe.batch_size, recipe.seed
+        ),
         key=jax.random.key(recipe.seed),
         steps=recipe.steps,
         log_every=50,
@@ -256,8 +287,10 @@ def run_gan(recipe: GANRecipe = GANRecipe(), out=None, resume: bool = False, pro
         "model": "gan",
         "dataset": recipe.dataset,
         "seed": recipe.seed,
-        "conditional": bool(cfg.num_classes),
+        "conditioning": recipe.conditioning,
+        "num_classes": cfg.num_classes,
         **_timing(res),
+        "cluster_seconds": round(cluster_seconds, 2),
         "fd_lenet": round(final["fd_lenet"], 3),
         "fd_lenet_floor": round(floor, 3),
         "class_kl": round(final["class_kl"], 4),

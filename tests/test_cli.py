@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from course_lib import cli
+from course_lib import cli, recipes
 
 
 def run(capsys, *argv):
@@ -76,6 +76,9 @@ def test_train_vae_gan_rnn_report_their_metrics(capsys, tmp_path):
         assert code == 0, err
         result = last_json(out)
         assert result["model"] == model and all(k in result for k in keys), result
+        if model == "gan":  # self-conditioned on GANRecipe.num_clusters k-means clusters
+            assert result["conditioning"] == "clusters" and result["num_classes"] == 50
+            assert result["cluster_seconds"] > 0
         assert (out_dir / "metrics.json").exists()
     assert (tmp_path / "vae" / "samples.png").exists() and (
         tmp_path / "gan" / "samples.png"
@@ -140,16 +143,27 @@ def test_corrupt_checkpoint_is_a_clear_error(capsys, tmp_path):
     assert not (tmp_path / "metrics.json").exists()
 
 
-def test_conditional_gan_flag(capsys, tmp_path):
+def test_gan_conditioning_flag(capsys, tmp_path):
+    # the default, "clusters", is run by test_train_vae_gan_rnn_report_their_metrics
+    for conditioning, num_classes in {"labels": 10, "none": None}.items():
+        code, out, err = run(
+            capsys, "train", "gan", "--dataset", "digits", "--steps", "10",
+            "--conditioning", conditioning, "--out", str(tmp_path / conditioning), "--no-progress",
+        )  # fmt: skip
+        assert code == 0, err
+        result = last_json(out)
+        assert result["conditioning"] == conditioning and result["num_classes"] == num_classes
+        assert result["cluster_seconds"] == 0
+
+
+def test_conditioning_is_for_the_gan_only(capsys, tmp_path):
     code, out, err = run(
-        capsys, "train", "gan", "--dataset", "digits", "--steps", "10", "--conditional",
-        "--out", str(tmp_path), "--no-progress",
-    )  # fmt: skip
-    assert code == 0, err
-    assert last_json(out)["conditional"] is True
-
-
-def test_conditional_is_for_the_gan_only(capsys, tmp_path):
-    code, out, err = run(capsys, "train", "vae", "--conditional", "--out", str(tmp_path / "x"))
+        capsys, "train", "vae", "--conditioning", "labels", "--out", str(tmp_path / "x")
+    )
     assert code == 2 and "`train gan` only" in err and out == ""
     assert not (tmp_path / "x").exists()
+
+
+def test_gan_recipe_rejects_an_unknown_conditioning():
+    with pytest.raises(ValueError, match=r"one of \('clusters', 'labels', 'none'\)"):
+        recipes.GANRecipe(conditioning="label")

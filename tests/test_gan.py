@@ -137,6 +137,37 @@ def test_train_step_compiles_once_and_conditioning_uses_labels():
     assert a.shape == (4, 8, 8) and not np.allclose(a, b)
 
 
+def test_generate_draws_classes_from_the_data_frequencies():
+    cfg = gan.GANConfig(arch="mlp", image_shape=(8, 8), width=16, num_classes=3)
+    graphdef, state = gan.create(cfg, 0, class_probs=[0.0, 1.0, 0.0])
+    drawn = gan.generate(graphdef, state, jax.random.key(0), 6)
+    only_1 = gan.generate(graphdef, state, jax.random.key(0), 6, labels=jnp.ones(6, jnp.int32))
+    only_0 = gan.generate(graphdef, state, jax.random.key(0), 6, labels=jnp.zeros(6, jnp.int32))
+    np.testing.assert_array_equal(drawn, only_1)  # same z, and every class drawn is 1
+    assert not np.allclose(drawn, only_0)
+    _, uniform = gan.create(cfg, 0)  # no frequencies given: every class equally likely
+    g = nnx.merge(graphdef, uniform)[0]
+    np.testing.assert_allclose(g.class_probs[...], [1 / 3] * 3)
+    with pytest.raises(ValueError, match=r"shape \[num_classes\] = \[3\]"):
+        gan.create(cfg, 0, class_probs=[0.5, 0.5])
+    with pytest.raises(ValueError, match="sum to 1"):
+        gan.create(cfg, 0, class_probs=[0.5, 0.5, 0.5])
+
+
+def test_cluster_ids_find_separated_groups_and_are_reproducible():
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(-1, 1, (4, 8, 8)).astype(np.float32)
+    truth = np.repeat(np.arange(4), 25)
+    images = centres[truth] + 0.01 * rng.standard_normal((100, 8, 8)).astype(np.float32)
+    ids = gan.cluster_ids(images, 4, seed=0)
+    assert ids.dtype == np.int32 and ids.shape == (100,)
+    # the same partition as the truth, up to renaming the clusters
+    assert len(set(zip(ids.tolist(), truth.tolist(), strict=True))) == 4
+    np.testing.assert_array_equal(ids, gan.cluster_ids(images, 4, seed=0))
+    with pytest.raises(ValueError, match="lower it"):
+        gan.cluster_ids(images[:3], 4)
+
+
 def test_bad_batch_gets_a_clear_error():
     graphdef, state = gan.create(gan.GANConfig(arch="mlp", image_shape=(8, 8), width=8), 0)
     step = gan.make_train_step(graphdef)
