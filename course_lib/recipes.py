@@ -44,11 +44,11 @@ GAN_CONDITIONING = ("clusters", "labels", "none")
 @dataclasses.dataclass(frozen=True)
 class GANRecipe:
     dataset: str = "mnist10k"
-    steps: int = 2400
+    steps: int = 2100
     batch_size: int = 64
     seed: int = 0
     model: gan.GANConfig = gan.GANConfig(width=32, learning_rate=2e-3, beta1=0.0)
-    eval_every: int = 600
+    eval_every: int = 700
     eval_samples: int = 2000
     # what G and D are conditioned on: "clusters" (k-means of the training images, no labels: a
     # self-conditioned GAN), "labels" (the digits: a conditional GAN) or "none"
