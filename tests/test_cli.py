@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from course_lib import cli, recipes
 
@@ -145,15 +146,29 @@ def test_corrupt_checkpoint_is_a_clear_error(capsys, tmp_path):
 
 def test_gan_conditioning_flag(capsys, tmp_path):
     # the default, "clusters", is run by test_train_vae_gan_rnn_report_their_metrics
-    for conditioning, num_classes in {"labels": 10, "none": None}.items():
-        code, out, err = run(
-            capsys, "train", "gan", "--dataset", "digits", "--steps", "10",
-            "--conditioning", conditioning, "--out", str(tmp_path / conditioning), "--no-progress",
-        )  # fmt: skip
-        assert code == 0, err
-        result = last_json(out)
-        assert result["conditioning"] == conditioning and result["num_classes"] == num_classes
-        assert result["cluster_seconds"] == 0
+    code, out, err = run(
+        capsys, "train", "gan", "--dataset", "digits", "--steps", "10",
+        "--conditioning", "labels", "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    result = last_json(out)
+    assert result["conditioning"] == "labels" and result["num_classes"] == 10
+    assert result["cluster_seconds"] == 0
+
+
+def test_gan_class_ids_follow_the_recipe():
+    images = np.random.default_rng(0).uniform(-1, 1, (60, 8, 8)).astype(np.float32)
+    labels = np.arange(60) % 10
+    expected = {"none": None, "labels": 10, "clusters": 7}
+    for conditioning, num_classes in expected.items():
+        recipe = recipes.GANRecipe(conditioning=conditioning, num_clusters=7)
+        ids = recipes.gan_class_ids(recipe, images, labels)
+        assert (ids is None) == (num_classes is None)
+        cfg = recipes.gan_config(recipe, images.shape[1:], ids)
+        assert cfg.num_classes == num_classes and cfg.arch == "mlp"
+    np.testing.assert_array_equal(
+        recipes.gan_class_ids(recipes.GANRecipe(conditioning="labels"), images, labels), labels
+    )
 
 
 def test_conditioning_is_for_the_gan_only(capsys, tmp_path):
