@@ -13,14 +13,20 @@ chapters are still being written:
 - ``notebooks/appendix_errata.md`` is current (``build_errata.py --check``);
 - every term written ``中文（English）`` is in chapter 1's 英汉术语对照 table;
 - committed executed: every code cell has an execution count, 1, then strictly increasing;
-- no code cell defines a function or class under a name that course_lib already exports.
+- no code cell defines a function or class under a name that course_lib already exports, nor
+  re-types a block of course_lib's code, renamed or re-wrapped (`copies_of_course_lib`).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
+import io
 import json
+import keyword
 import re
+import tokenize
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -260,6 +266,7 @@ def test_committed_executed_in_order(path):
     )
 
 
+@functools.cache
 def _course_lib_exports() -> dict[str, str]:
     """Public top-level function and class names of course_lib, mapped to their module."""
     names = {}
@@ -278,7 +285,7 @@ def _code_without_magics(source: str) -> str:
 
 
 @each_notebook
-def test_no_copies_of_course_lib(path):
+def test_no_function_named_like_course_lib(path):
     exports = _course_lib_exports()
     copies = []
     for i, cell in enumerate(_load(path)["cells"]):
@@ -296,6 +303,160 @@ def test_no_copies_of_course_lib(path):
                     "import it instead of copying it (or rename a genuinely different one)"
                 )
     assert not copies, "\n".join(copies)
+
+
+# Re-typed library code. Both sides are cut into logical lines (statements and compound-statement
+# headers, however they are wrapped), without comments, blank lines, whitespace or trailing commas.
+# Two lines are alike when their "shape" is equal: every identifier, string and number replaced by
+# a placeholder, so that renamed copies count too. A copy is a chain of at least COPY_MIN_LINES
+# alike lines, in the same order on both sides, with at most COPY_MAX_GAP other lines between two
+# of them on either side (a re-typed block often drops or adds a line). Lines too common to mean
+# anything are left out first: imports, print calls, asserts, def/class headers, decorators,
+# docstrings and anything shorter than COPY_MIN_TOKENS tokens (`x = f(y)` has 6).
+# Tuned on the chapters: with these values the one hit is a real copy; 4..8 for either number
+# gives the same answer.
+COPY_MIN_LINES = 6
+COPY_MAX_GAP = 4
+COPY_MIN_TOKENS = 5
+_COMMON_FIRST_WORDS = {"import", "from", "print", "assert", "def", "class", "@", "global"}
+_LAYOUT_TOKENS = {
+    tokenize.COMMENT,
+    tokenize.NL,
+    tokenize.INDENT,
+    tokenize.DEDENT,
+    tokenize.ENCODING,
+    tokenize.ENDMARKER,
+}
+_FSTRING_START = getattr(tokenize, "FSTRING_START", None)  # Python >= 3.12
+_FSTRING_END = getattr(tokenize, "FSTRING_END", None)
+
+
+@dataclass(frozen=True)
+class LogicalLine:
+    text: str  # tokens joined by one space
+    shape: str  # the same with identifiers -> N, strings -> S, numbers -> 0
+    first: int  # line numbers in the source, 1-based
+    last: int
+
+
+def _shape_tokens(tokens) -> list[str]:
+    shape, depth = [], 0
+    for tok in tokens:
+        if tok.type == _FSTRING_START:
+            depth += 1
+            if depth == 1:
+                shape.append("S")
+        elif tok.type == _FSTRING_END:
+            depth -= 1
+        elif depth:
+            continue
+        elif tok.type == tokenize.NAME and not keyword.iskeyword(tok.string):
+            shape.append("N")
+        elif tok.type in (tokenize.STRING, tokenize.NUMBER):
+            shape.append("S" if tok.type == tokenize.STRING else "0")
+        else:
+            shape.append(tok.string)
+    return shape
+
+
+def logical_lines(source: str) -> list[LogicalLine]:
+    """The logical lines of Python ``source`` (magics count as `pass`), normalised as above."""
+    readline = io.StringIO(_code_without_magics(source) + "\n").readline
+    lines, tokens = [], []
+    try:
+        for tok in tokenize.generate_tokens(readline):
+            if tok.type == tokenize.NEWLINE:
+                if tokens:
+                    shape = " ".join(_shape_tokens(tokens))
+                    text = " ".join(t.string for t in tokens)
+                    lines.append(LogicalLine(text, shape, tokens[0].start[0], tokens[-1].end[0]))
+                tokens = []
+            elif tok.type not in _LAYOUT_TOKENS:
+                if tok.string in ")]}" and tokens and tokens[-1].string == ",":
+                    tokens.pop()  # a trailing comma is layout too
+                tokens.append(tok)
+    except (tokenize.TokenError, SyntaxError):  # not Python: keep what was read
+        pass
+    return lines
+
+
+def _telling(line: LogicalLine) -> bool:
+    """Whether a line is specific enough that two alike ones suggest a copy."""
+    shape = line.shape.split(" ")
+    if line.text.split(" ", 1)[0] in _COMMON_FIRST_WORDS or shape == ["S"]:
+        return False
+    return len(shape) >= COPY_MIN_TOKENS
+
+
+def shared_runs(a: list[LogicalLine], b: list[LogicalLine]) -> list[list[tuple[int, int]]]:
+    """Chains of index pairs (i, j), a[i] alike b[j], that make a copy; longest first, disjoint."""
+    where: dict[str, list[int]] = {}
+    for j, line in enumerate(b):
+        where.setdefault(line.shape, []).append(j)
+    best: dict[tuple[int, int], tuple[int, tuple[int, int] | None]] = {}  # -> (length, previous)
+    steps = range(1, COPY_MAX_GAP + 2)
+    for i, line in enumerate(a):
+        for j in where.get(line.shape, ()):
+            previous = [
+                (i - di, j - dj) for di in steps for dj in steps if (i - di, j - dj) in best
+            ]
+            prev = max(previous, key=lambda p: best[p][0], default=None)
+            best[i, j] = (best[prev][0] + 1 if prev else 1, prev)
+    runs, used = [], set()
+    for end, (length, _) in sorted(best.items(), key=lambda item: -item[1][0]):
+        if length < COPY_MIN_LINES:
+            break
+        run, node = [], end
+        while node is not None:
+            run.append(node)
+            node = best[node][1]
+        if not used.intersection(run):
+            used.update(run)
+            runs.append(run[::-1])
+    return runs
+
+
+def _telling_lines(source: str) -> list[LogicalLine]:
+    return [line for line in logical_lines(source) if _telling(line)]
+
+
+@functools.cache
+def _library_lines() -> dict[str, list[LogicalLine]]:
+    return {
+        py.relative_to(ROOT).as_posix(): _telling_lines(py.read_text(encoding="utf-8"))
+        for py in sorted((ROOT / "course_lib").glob("*.py"))
+    }
+
+
+def copies_of_course_lib(source: str) -> list[str]:
+    """One line per run of ``source`` that re-types course_lib code: where, and how alike."""
+    mine = _telling_lines(source)
+    source_lines = source.splitlines()
+    found = []
+    for name, theirs in _library_lines().items():
+        for run in shared_runs(mine, theirs):
+            (i0, j0), (i1, j1) = run[0], run[-1]
+            same = sum(mine[i].text == theirs[j].text for i, j in run)
+            found.append(
+                f"lines {mine[i0].first}-{mine[i1].last} re-type {name}:"
+                f"{theirs[j0].first}-{theirs[j1].last} ({len(run)} lines alike, {same} verbatim; "
+                f"from {source_lines[mine[i0].first - 1].strip()[:60]!r})"
+            )
+    return found
+
+
+@each_notebook
+def test_no_copies_of_course_lib(path):
+    copies = [
+        f"{path.name} cell {i} {copy}"
+        for i, cell in enumerate(_load(path)["cells"])
+        if cell["cell_type"] == "code"
+        for copy in copies_of_course_lib(_source(cell))
+    ]
+    assert not copies, (
+        "notebook code re-types course_lib (convention 5: import it, or call the function that "
+        "does this):\n  " + "\n  ".join(copies)
+    )
 
 
 # --- book-wide checks ----------------------------------------------------------------------------
@@ -346,3 +507,52 @@ def test_glossary_lookup():
     assert len(misses) == 2
     assert "no glossary row" in misses[0] and "编码器（encoder）" in misses[0]
     assert "English name not in the glossary" in misses[1]
+
+
+LIBRARY_BLOCK = '''
+def prepare(recipe, series, n_train, out, resume):
+    """Windows for training and testing."""
+    cfg = recipe.model
+    train_values = series[:n_train]
+    scale = float(np.std(train_values[cfg.horizon :] - train_values[: -cfg.horizon]))
+    x, y, _ = rnn.make_windows(train_values, cfg.context, cfg.horizon, scale)
+    out, ckpt = _start_run(out, resume)
+    tail = series[n_train - cfg.context :]
+    x_test, y_test, last = rnn.make_windows(tail, cfg.context, cfg.horizon, scale)
+    return x, y, x_test, last[:, None] + scale * y_test
+'''
+# The same block re-typed: renamed, re-wrapped, commented, a line dropped and a print added.
+RETYPED_BLOCK = """\
+c = R.model  # the recipe's model
+
+tv = s[:n]
+sc = float(
+    np.std(tv[c.horizon :] - tv[: -c.horizon]),
+)
+a, b, _ = rnn.make_windows(tv, c.context, c.horizon, sc)
+print("windows", a.shape)
+t = s[n - c.context :]
+xt, yt, l = rnn.make_windows(t, c.context, c.horizon, sc)
+"""
+
+
+def test_copy_finder_catches_a_renamed_rewrapped_copy():
+    lib = [line for line in logical_lines(LIBRARY_BLOCK) if _telling(line)]
+    copy = [line for line in logical_lines(RETYPED_BLOCK) if _telling(line)]
+    (run,) = shared_runs(copy, lib)
+    assert len(run) == COPY_MIN_LINES
+    assert (copy[run[0][0]].first, copy[run[-1][0]].last) == (1, 10)
+    assert (lib[run[0][1]].first, lib[run[-1][1]].last) == (4, 10)
+    # one alike line fewer is not a copy
+    shorter = RETYPED_BLOCK.replace("tv = s[:n]\n", "")
+    assert shared_runs([x for x in logical_lines(shorter) if _telling(x)], lib) == []
+
+
+def test_copy_finder_ignores_common_lines():
+    common = "\n".join(
+        ["import numpy as np", "from course_lib import data, rnn", '"""A docstring."""']
+        + [f'print(f"step {{i}}: {{loss:.3f}}", file=sys.stderr)  # {i}' for i in range(8)]
+        + ["def f(a, b):", "    assert a.shape == b.shape, (a.shape, b.shape)", "    return a"]
+    )
+    assert not [line for line in logical_lines(common) if _telling(line)]
+    assert [line.shape for line in logical_lines("x = f'{a}b'  # c\n%time y")] == ["N = S", "pass"]
