@@ -25,9 +25,6 @@ _owned_data_dir: Path | None = None  # a directory this file made itself and mus
 @pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin has set up the session base temp
 def pytest_configure(config: pytest.Config) -> None:
     global _owned_data_dir
-    if not any(line.split(":")[0].strip() == "slow" for line in config.getini("markers")):
-        config.addinivalue_line("markers", "slow: longer end-to-end runs (CLI quick profile)")
-
     # Headless plotting in tests, unless the user chose a backend.
     os.environ.setdefault("MPLBACKEND", "Agg")
 

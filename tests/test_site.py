@@ -15,7 +15,8 @@ driven by Playwright (no browser download: `executable_path`), loads every page 
 
 Screenshots of the landing page and of one practice chapter go to `_build/screenshots/`.
 Without Chromium, Playwright or jupyter-book the tests are skipped, except under CI (`$CI` set),
-where they fail: .ci/run installs all three.
+where they fail: .ci/run installs all three. Every test here is marked `slow` (they build the
+whole site, then load every page in a browser): `pytest -m "not slow"` leaves them out.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
