@@ -6,6 +6,7 @@ jupyter-book nor Chromium.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -91,6 +92,7 @@ def test_repository_url_is_the_one_the_colab_cell_installs_from():
 
 def test_launch_buttons_need_the_repository_url(book):
     config = book_yml()
+    untouched = copy.deepcopy(config)
     assert config["launch_buttons"]["binderhub_url"] and config["launch_buttons"]["colab_url"]
     assert book.effective_config(config)["launch_buttons"] == config["launch_buttons"]
     without = {k: v for k, v in config.items() if k != "repository"}
@@ -99,7 +101,7 @@ def test_launch_buttons_need_the_repository_url(book):
     assert adjusted["html"]["use_repository_button"] is False
     empty = {**config, "repository": {"url": ""}}
     assert "launch_buttons" not in book.effective_config(empty)
-    assert config["launch_buttons"], "effective_config must not change its argument"
+    assert config == untouched, "effective_config must not change its argument"
 
 
 # --- currency of stored outputs ------------------------------------------------------------------
@@ -227,11 +229,18 @@ def test_missing_toc_file_is_named(book, tmp_path):
         book.resolve_document("notebooks/99_missing", tmp_path)
 
 
-def test_npm_versions_marker_is_json(book, tmp_path):
+def test_vendored_assets_are_fetched_only_when_the_versions_change(book, tmp_path, monkeypatch):
     marker = tmp_path / "npm-versions.json"
     marker.write_text(json.dumps(book.NPM_PACKAGES))
+    vendored = tmp_path / "mathjax" / "tex-chtml.js"
+    vendored.parent.mkdir()
+    vendored.write_text("// MathJax")
+    monkeypatch.setattr(book.shutil, "which", lambda name: None)  # npm cannot be reached
     book.vendor_assets(tmp_path)  # up to date: nothing fetched, nothing removed
-    assert marker.exists()
+    assert vendored.read_text() == "// MathJax"
+    marker.write_text(json.dumps({**book.NPM_PACKAGES, "mathjax": "2.7.9"}))
+    with pytest.raises(book.BookError, match="npm"):  # stale: it would fetch again
+        book.vendor_assets(tmp_path)
 
 
 def test_notebook_without_pygments_lexer_is_named(book, tmp_path, monkeypatch):
