@@ -1,12 +1,16 @@
 """Figures shared by the CLI and the chapters: image grids, and Chinese text in matplotlib.
 
-Image grids are taught in chapter 5.2 (05a_vae_in_practice). Fonts: every chapter's first figure
-relies on `setup_cjk_font`, which runs once when this module is imported; chapter 1 explains it.
+Image grids are taught in chapter 5.2 (05a_vae_in_practice); the font set-up in chapter 1.
 
 Matplotlib's default font (DejaVu Sans) has no Chinese glyphs and draws empty boxes ("tofu") in
 their place. This module is the one place that fixes that: it looks for an installed CJK font,
 makes it the default sans-serif font, and, when there is none, warns once and makes `label` return
 the English fallback so that no figure ever shows tofu.
+
+The search runs once, the first time a chapter calls `label`, `cjk_font` or `image_grid`, so a
+chapter's first figure gets the font without an extra call, while importing this module (as the
+CLI does) touches no font. A figure with Chinese text that none of those has seen yet (text
+written without `label`) needs ``plotting.setup_cjk_font()`` first.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from __future__ import annotations
 import glob
 import os
 import pathlib
-import tempfile
 import warnings
 
 import numpy as np
+
+from course_lib import files
 
 # Simplified-Chinese families first: the same code point is drawn differently in JP/TC faces.
 CJK_FONT_FAMILIES = (
@@ -59,6 +64,7 @@ class CJKFontWarning(UserWarning):
 
 
 _cjk_family: str | None = None
+_font_checked = False  # whether setup_cjk_font has run (see _ensure_font)
 
 
 def _installed_families() -> set[str]:
@@ -72,10 +78,11 @@ def setup_cjk_font(warn: bool = True) -> str | None:
 
     Order: the file in ``$COURSE_LIB_CJK_FONT``, then `CJK_FONT_FAMILIES` as matplotlib knows
     them, then font files installed after matplotlib built its cache. With no CJK font it warns
-    once (`CJKFontWarning`, naming how to install one) and returns None; `label` then returns
-    its English text.
+    (`CJKFontWarning`, naming how to install one) and returns None; `label` then returns its
+    English text. It runs by itself the first time `label`, `cjk_font` or `image_grid` is
+    called; call it directly before a figure whose Chinese text does not go through `label`.
     """
-    global _cjk_family
+    global _cjk_family, _font_checked
     import matplotlib
     from matplotlib import font_manager
 
@@ -96,15 +103,10 @@ def setup_cjk_font(warn: bool = True) -> str | None:
                     if path.lower().endswith((".otf", ".ttf", ".ttc")):
                         font_manager.fontManager.addfont(path)
             family = _first_known_family()
-    _cjk_family = family
+    _cjk_family, _font_checked = family, True
     if family is None:
         if warn:
-            warnings.warn(
-                "No Chinese (CJK) font found for matplotlib, so figure text is in English. "
-                + INSTALL_HINT,
-                CJKFontWarning,
-                stacklevel=2,
-            )
+            _warn_no_font(stacklevel=3)  # the line that called setup_cjk_font
         return None
     sans = [f for f in matplotlib.rcParams["font.sans-serif"] if f != family]
     matplotlib.rcParams["font.sans-serif"] = [family, *sans]
@@ -119,8 +121,23 @@ def _first_known_family() -> str | None:
     return next((f for f in CJK_FONT_FAMILIES if f in installed), None)
 
 
+def _warn_no_font(stacklevel: int) -> None:
+    warnings.warn(
+        "No Chinese (CJK) font found for matplotlib, so figure text is in English. " + INSTALL_HINT,
+        CJKFontWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def _ensure_font() -> None:
+    """Run `setup_cjk_font` unless it has run already: the font search and its warning, once."""
+    if not _font_checked and setup_cjk_font(warn=False) is None:
+        _warn_no_font(stacklevel=4)  # the chapter's line that called label, cjk_font, image_grid
+
+
 def cjk_font() -> str | None:
     """The CJK font family that figures use, or None when there is none (see `setup_cjk_font`)."""
+    _ensure_font()
     return _cjk_family
 
 
@@ -130,11 +147,20 @@ def label(zh: str, en: str) -> str:
     Use it for every Chinese string in a figure (titles, axis labels, legends), e.g.
     ``ax.set_xlabel(label("训练步数", "training step"))``.
     """
+    _ensure_font()
     return zh if _cjk_family is not None else en
 
 
 def image_grid(images, ncols: int = 8, pad: int = 1) -> np.ndarray:
-    """Tile images [N, H, W] with values in [0, 1] into one [rows*(H+pad), ncols*(W+pad)] array."""
+    """Tile images [N, H, W] with values in [0, 1] into one [rows*(H+pad), ncols*(W+pad)] array.
+
+    Meant for a figure (``plt.imshow``), so it also sets up the Chinese font on first use.
+    """
+    _ensure_font()
+    return _tile(images, ncols, pad)
+
+
+def _tile(images, ncols: int, pad: int) -> np.ndarray:
     images = np.asarray(images, np.float32)
     if images.ndim != 3:
         raise ValueError(f"image_grid expects [N, H, W] images, got shape {images.shape}")
@@ -156,18 +182,9 @@ def save_image_grid(images, path, ncols: int = 8) -> pathlib.Path:
 
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid = image_grid(images, ncols)
+    grid = _tile(images, ncols, pad=1)  # a picture without text: no font needed
     scale = max(1, 256 // grid.shape[1])  # small digits (8x8) are enlarged to stay visible
     grid = np.kron(grid, np.ones((scale, scale), np.float32))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        matplotlib.image.imsave(tmp, grid, cmap="gray", vmin=0.0, vmax=1.0)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with files.atomic_write(path) as f:
+        matplotlib.image.imsave(f, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
     return path
-
-
-setup_cjk_font()
