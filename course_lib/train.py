@@ -1,31 +1,51 @@
-"""One training loop for every model in course_lib.
+"""One training loop for every model in course_lib, and the one generic train step.
 
-Taught in chapter 5.2 (05a_vae_in_practice). A model module supplies a jitted
-``train_step(state, batch, key) -> (state, metrics)``; this loop supplies what every run needs:
-deterministic batches and PRNG keys per step, a progress bar, a history of metrics, periodic
-evaluation, keeping the best state, orbax checkpoints and a stop on NaN/Inf.
+Taught in chapter 5.2 (05a_vae_in_practice). A model module supplies a pure loss
+``loss_fn(model, batch, key) -> (loss, metrics)``; :func:`make_train_step` turns it into a jitted
+``train_step(state, batch, key) -> (state, metrics)`` (the GAN, with two optimizers, brings its
+own). :func:`fit` is only the loop: deterministic batches and PRNG keys per step, a progress bar,
+a history of metrics and a stop on NaN/Inf. What else a run needs is a hook passed in:
+:class:`Evaluate` (periodic evaluation and keeping the best state) and :class:`Checkpoint` (orbax
+checkpoints, resume).
 
 Host syncs stay out of the inner loop: metrics stay on the device until every ``log_every``
 steps, when they are fetched together, checked for NaN/Inf and averaged into the history.
-A stopped run resumed from its checkpoint replays exactly the same batches and keys, so it ends
-bit-identical to an uninterrupted run on CPU.
+A run stopped with Ctrl-C saves a checkpoint at the step it reached; resumed, it replays exactly
+the same batches and keys, so it ends bit-identical to an uninterrupted run on CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
-import pathlib
+import functools
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
+from flax import nnx
 from tqdm.auto import tqdm
 
 from course_lib import parallel
+from course_lib.checkpoints import Checkpoint, CheckpointError, latest_checkpoint_step
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "Evaluate",
+    "FitResult",
+    "Run",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "epoch_batches",
+    "fit",
+    "latest_checkpoint_step",
+    "make_train_step",
+]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -40,19 +60,58 @@ class TrainingDiverged(FloatingPointError):
         )
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt or belongs to a different model."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`fit` between two steps; ``step`` updates were done.
+
+    ``saved`` says whether a :class:`Checkpoint` hook saved that step, so the run can resume.
+    """
+
+    def __init__(self, step: int, saved: bool):
+        self.step, self.saved = step, saved
+        super().__init__(f"training interrupted at step {step}")
 
 
 @dataclasses.dataclass
 class FitResult:
-    state: Any  # the final nnx.State (or the best one if ``select_best`` was given)
+    state: Any  # the final nnx.State (or the best one if an Evaluate hook selects one)
     history: dict  # {"train": [...], "eval": [...]}
     steps: int  # total updates done, counting those before a resume
     train_seconds: float  # wall time of the updates in this call, compile included
     compile_seconds: float  # wall time of the first update in this call (tracing + XLA)
     steps_per_second: float  # updates per second after the first one
     best: dict | None = None  # the eval record of the selected state
+
+
+@dataclasses.dataclass
+class Run:
+    """What :func:`fit` hands its hooks: the run so far, which a hook may record into."""
+
+    state: Any
+    step: int  # updates done
+    steps: int  # updates asked for
+    history: dict
+    best: dict | None = None  # the eval record of ``best_state``
+    best_state: Any = None
+    pending: list = dataclasses.field(default_factory=list)  # metrics not yet in the history
+
+
+def make_train_step(graphdef, loss_fn: Callable):
+    """One jitted update ``state, batch, key -> state, metrics`` of ``(model, optimizer)``.
+
+    ``loss_fn(model, batch, key) -> (loss, metrics)`` is a model's pure loss, e.g.
+    ``vae.loss`` or ``rnn.lm_loss``. The split/merge form keeps NNX's Python graph handling out of
+    the per-step call: ``jax.jit`` sees only arrays, and ``donate_argnums`` lets XLA update the
+    parameters in place.
+    """
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_step(state, batch, key):
+        model, optimizer = nnx.merge(graphdef, state)
+        (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, key)
+        optimizer.update(model, grads)
+        return nnx.state((model, optimizer)), {"loss": loss, **metrics}
+
+    return train_step
 
 
 def epoch_batches(arrays, batch_size: int, seed: int) -> Callable[[int], tuple]:
@@ -89,6 +148,31 @@ def epoch_batches(arrays, batch_size: int, seed: int) -> Callable[[int], tuple]:
     return batch
 
 
+class Evaluate:
+    """Hook: ``eval_fn(state) -> {name: float}`` every ``every`` steps and at the end.
+
+    With ``select_best=(name, "min" | "max")`` it keeps a copy of the best state so far, which
+    :func:`fit` returns instead of the last one (early stopping). Evaluations run only on logging
+    steps, so ``every`` should be a multiple of ``fit``'s ``log_every``.
+    """
+
+    def __init__(self, eval_fn: Callable, every: int | None = None, select_best=None):
+        if select_best is not None and select_best[1] not in ("min", "max"):
+            raise ValueError("select_best needs a metric name and a direction 'min' or 'max'")
+        self.eval_fn, self.every, self.select_best = eval_fn, every, select_best
+
+    def __call__(self, run: Run) -> None:
+        if not (run.step == run.steps or (self.every and run.step % self.every == 0)):
+            return
+        record = {"step": run.step, **{k: float(v) for k, v in self.eval_fn(run.state).items()}}
+        run.history["eval"].append(record)
+        if self.select_best is not None:
+            name, direction = self.select_best
+            value, best = record[name], run.best
+            if best is None or (value < best[name] if direction == "min" else value > best[name]):
+                run.best, run.best_state = record, jax.tree.map(lambda x: x.copy(), run.state)
+
+
 def fit(
     train_step: Callable,
     state,
@@ -96,182 +180,120 @@ def fit(
     *,
     key: jax.Array,
     steps: int,
+    hooks: Sequence = (),
     mesh=None,
     log_every: int = 50,
-    eval_fn: Callable[[Any], dict] | None = None,
-    eval_every: int | None = None,
-    select_best: tuple[str, str] | None = None,
-    checkpoint_dir: str | pathlib.Path | None = None,
-    checkpoint_every: int | None = None,
     progress: bool = True,
     desc: str = "train",
 ) -> FitResult:
     """Run ``steps`` updates of ``train_step`` and return the state and its history.
 
     ``batches(step)`` gives the host batch of update ``step`` (0-based); the key of that update
-    is ``jax.random.fold_in(key, step)``, so no key is ever used twice. ``eval_fn(state)``
-    returns a dict of floats every ``eval_every`` steps and at the end. ``select_best`` is
-    ``(metric, "min" | "max")``: the state with the best such eval metric is returned (early
-    stopping). With ``checkpoint_dir``, the run saves every ``checkpoint_every`` steps and at the
-    end, and resumes from the latest checkpoint found there.
+    is ``jax.random.fold_in(key, step)``, so no key is ever used twice. Every ``log_every`` steps
+    and at the end, each hook is called in order with the :class:`Run` (put :class:`Checkpoint`
+    last, so that it saves what the hooks before it recorded). A hook with a ``restore(run)``
+    method is asked first to resume the run. Ctrl-C stops the loop between two steps: hooks with a
+    ``save(run)`` method save, then :class:`TrainingInterrupted` is raised (a second Ctrl-C
+    interrupts at once).
     """
     if not isinstance(steps, int | np.integer) or steps <= 0:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if log_every <= 0:
         raise ValueError(f"log_every must be positive, got {log_every}")
-    if select_best is not None and (eval_fn is None or select_best[1] not in ("min", "max")):
-        raise ValueError("select_best needs an eval_fn and a direction 'min' or 'max'")
     mesh = parallel.data_mesh() if mesh is None else mesh
-    state = parallel.replicate(state, mesh)
-    history = {"train": [], "eval": []}
-    best, best_state = None, None
-    start = 0
-
-    manager = _checkpoint_manager(checkpoint_dir) if checkpoint_dir is not None else None
-    if manager is not None and manager.latest_step() is not None:
-        start, state, best_state, meta = _restore(manager, state, select_best is not None)
-        state = parallel.replicate(state, mesh)
-        history, best = meta["history"], meta["best"]
-        if start >= steps:
-            return FitResult(best_state or state, history, start, 0.0, 0.0, 0.0, best)
-
-    def evaluate(step: int):
-        nonlocal best, best_state
-        record = {"step": step, **{k: float(v) for k, v in eval_fn(state).items()}}
-        history["eval"].append(record)
-        if select_best is not None:
-            name, direction = select_best
-            value = record[name]
-            better = best is None or (
-                value < best[name] if direction == "min" else value > best[name]
-            )
-            if better:
-                best, best_state = record, jax.tree.map(lambda x: x.copy(), state)
-
-    bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, leave=False)
-    pending: list[dict] = []
-    compile_seconds, t_first_done = 0.0, None
-    t0 = time.perf_counter()
-    for step in range(start, steps):
-        batch = parallel.shard_batch(batches(step), mesh)
-        state, metrics = train_step(state, batch, jax.random.fold_in(key, step))
-        pending.append(metrics)
-        if t_first_done is None:
-            jax.block_until_ready(metrics)  # one sync to separate compile time from step time
-            t_first_done = time.perf_counter()
-            compile_seconds = t_first_done - t0
-        done = step + 1
-        if done % log_every == 0 or done == steps:
-            _log(history, pending, done)
-            bar.update(len(pending))
-            bar.set_postfix({k: f"{v:.4g}" for k, v in history["train"][-1].items() if k != "step"})
-            pending = []
-            if eval_fn is not None and (done == steps or (eval_every and done % eval_every == 0)):
-                evaluate(done)
-            if manager is not None and (
-                done == steps or (checkpoint_every and done % checkpoint_every == 0)
-            ):
-                _save(manager, done, state, best_state, {"history": history, "best": best})
-    jax.block_until_ready(state)
+    run = Run(parallel.replicate(state, mesh), 0, steps, {"train": [], "eval": []})
+    for hook in hooks:
+        if hasattr(hook, "restore") and hook.restore(run):
+            run.state = parallel.replicate(run.state, mesh)
+    if run.step >= steps:
+        return FitResult(_final(run), run.history, run.step, 0.0, 0.0, 0.0, run.best)
+    start, t0 = run.step, time.perf_counter()
+    compile_seconds = _loop(run, train_step, batches, key, hooks, mesh, log_every, progress, desc)
     train_seconds = time.perf_counter() - t0
-    bar.close()
-    if manager is not None:
-        manager.wait_until_finished()
-    n_run = steps - start
-    rest = train_seconds - compile_seconds
+    n_run, rest = steps - start, train_seconds - compile_seconds
     steps_per_second = (n_run - 1) / rest if n_run > 1 and rest > 0 else float("nan")
-    final = best_state if best_state is not None else state
-    return FitResult(final, history, steps, train_seconds, compile_seconds, steps_per_second, best)
+    return FitResult(
+        _final(run), run.history, steps, train_seconds, compile_seconds, steps_per_second, run.best
+    )
 
 
-def _log(history: dict, pending: list[dict], done: int) -> None:
+def _loop(run: Run, train_step, batches, key, hooks, mesh, log_every, progress, desc) -> float:
+    """The updates from ``run.step`` to ``run.steps``; returns the first one's seconds."""
+    bar = tqdm(total=run.steps, initial=run.step, desc=desc, disable=not progress, leave=False)
+    start, t0 = run.step, time.perf_counter()
+    compile_seconds = 0.0
+    with _deferred_interrupt() as interrupted:
+        for step in range(start, run.steps):
+            if interrupted():
+                _stop(run, hooks)
+            batch = parallel.shard_batch(batches(step), mesh)
+            run.state, metrics = train_step(run.state, batch, jax.random.fold_in(key, step))
+            run.pending.append(metrics)
+            run.step = step + 1
+            if step == start:
+                jax.block_until_ready(metrics)  # one sync to separate compile time from step time
+                compile_seconds = time.perf_counter() - t0
+            if run.step % log_every == 0 or run.step == run.steps:
+                _log(run)
+                bar.update(run.step - bar.n)
+                last = run.history["train"][-1]
+                bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if k != "step"})
+                for hook in hooks:
+                    hook(run)
+    jax.block_until_ready(run.state)
+    bar.close()
+    return compile_seconds
+
+
+def _final(run: Run):
+    return run.best_state if run.best_state is not None else run.state
+
+
+def _log(run: Run) -> None:
     """Fetch the pending metrics in one transfer, stop on NaN/Inf, append their mean."""
-    host = jax.device_get(pending)
-    first_step = done - len(host) + 1
+    host = jax.device_get(run.pending)
+    first_step = run.step - len(host) + 1
     for i, metrics in enumerate(host):
         for name, value in metrics.items():
             if not np.all(np.isfinite(value)):
                 raise TrainingDiverged(first_step + i, name, float(np.asarray(value).ravel()[0]))
-    record = {"step": done}
+    record = {"step": run.step}
     for name in host[0]:
         record[name] = float(np.mean([m[name] for m in host]))
-    history["train"].append(record)
+    run.history["train"].append(record)
+    run.pending = []
 
 
-def _checkpoint_manager(directory) -> ocp.CheckpointManager:
-    directory = pathlib.Path(directory).absolute()
-    if directory.exists() and not directory.is_dir():
-        raise CheckpointError(f"checkpoint path {directory} is a file; pass a directory")
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-    return ocp.CheckpointManager(directory, options=options)
+def _stop(run: Run, hooks) -> None:
+    """Save what the hooks can save at ``run.step`` and raise :class:`TrainingInterrupted`."""
+    run.pending = jax.device_get(run.pending)
+    saved = False
+    for hook in hooks:
+        if hasattr(hook, "save"):
+            hook.save(run)
+            saved = True
+    raise TrainingInterrupted(run.step, saved)
 
 
-def _is_key(leaf) -> bool:
-    return jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Turn the first Ctrl-C (SIGINT) into a flag that the loop reads between steps.
 
+    An interrupt inside a step would lose the state: the step donates its input buffers. A second
+    Ctrl-C raises KeyboardInterrupt at once. Outside the main thread nothing changes.
+    """
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag.is_set
+        return
 
-def _leaves_dict(tree) -> dict:
-    """Leaves as numpy arrays keyed by position; typed PRNG keys are stored as their raw data."""
-    leaves = jax.tree.leaves(tree)
-    return {
-        str(i): np.asarray(jax.random.key_data(x) if _is_key(x) else x)
-        for i, x in enumerate(leaves)
-    }
+    def on_sigint(signum, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
 
-
-def _save(manager, step: int, state, best_state, meta: dict) -> None:
-    items = {
-        "state": ocp.args.StandardSave(_leaves_dict(state)),
-        "meta": ocp.args.JsonSave(json.loads(json.dumps(meta))),
-    }
-    if best_state is not None:
-        items["best"] = ocp.args.StandardSave(_leaves_dict(best_state))
-    manager.save(step, args=ocp.args.Composite(**items))
-    manager.wait_until_finished()
-
-
-def _restore(manager, template, with_best: bool):
-    """Restore the latest checkpoint into the structure of ``template``."""
-    step = manager.latest_step()
-    leaves, treedef = jax.tree.flatten(template)
-    target = {k: np.zeros_like(v) for k, v in _leaves_dict(template).items()}
-    items = {
-        "state": ocp.args.StandardRestore(target),
-        "meta": ocp.args.JsonRestore(),
-    }
-    if with_best and "best" in manager.item_metadata(step):
-        items["best"] = ocp.args.StandardRestore(target)
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(**items))
-    except Exception as err:  # orbax raises many types for damaged files
-        raise CheckpointError(
-            f"cannot restore the checkpoint of step {step} in {manager.directory}: "
-            f"{type(err).__name__}: {err}. It is corrupt or was written by a different model "
-            "configuration; delete that directory (or pass another --out) to start afresh."
-        ) from err
-
-    def rebuild(flat):
-        out = []
-        for i, want in enumerate(leaves):
-            got = flat[str(i)]
-            if np.shape(got) != np.shape(target[str(i)]):
-                raise CheckpointError(
-                    f"checkpoint in {manager.directory} holds shape {np.shape(got)} where the "
-                    f"model has {np.shape(target[str(i)])}; it belongs to another configuration"
-                )
-            if _is_key(want):
-                got = jax.random.wrap_key_data(got, impl=jax.random.key_impl(want))
-            out.append(got)
-        return jax.tree.unflatten(treedef, out)
-
-    best = rebuild(restored["best"]) if "best" in items else None
-    meta = restored["meta"]
-    return step, rebuild(restored["state"]), best, meta
-
-
-def latest_checkpoint_step(directory) -> int | None:
-    """The newest checkpoint step saved in ``directory``, or None when there is none."""
-    directory = pathlib.Path(directory)
-    if not directory.is_dir():
-        return None
-    return _checkpoint_manager(directory).latest_step()
+        yield flag.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
