@@ -1,19 +1,21 @@
 """The course_lib side of the benchmark: the library's own models and jitted train steps.
 
-- VAE: ``vae.create`` / ``vae.make_train_step`` with the MLP 784-400-20-400-784 shape.
-- DCGAN: the TensorFlow tutorial's G and D, built from Flax layers and course_lib's fast
+- VAE: ``vae.create`` / ``train.make_train_step(graphdef, vae.loss)``, MLP 784-400-20-400-784.
+- DCGAN: the TensorFlow tutorial's G and D, built from Flax layers and the benchmark's fast
   ``layers.ConvTranspose``, trained by ``gan.make_train_step`` (one D update, then one G update
   through the updated D, in one ``jax.jit`` with donated buffers).
-- char-LSTM: ``rnn.create_lm`` / ``rnn.make_train_step``, embedding 128, two LSTM layers of 128.
+- char-LSTM: ``rnn.create_lm`` / ``train.make_train_step(graphdef, rnn.lm_loss)``, embedding
+  128, two LSTM layers of 128.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
-from course_lib import gan, layers, rnn, vae
+from course_lib import gan, rnn, train, vae
 from flax import nnx
+
+from benchmarks import layers
 
 LATENT = 100
 LEAK = 0.3  # Keras' LeakyReLU default, as in the TensorFlow tutorial
@@ -30,7 +32,7 @@ def vae_config() -> vae.VAEConfig:
 
 def create_vae(seed: int = 0):
     graphdef, state = vae.create(vae_config(), seed)
-    return graphdef, state, vae.make_train_step(graphdef)
+    return graphdef, state, train.make_train_step(graphdef, vae.loss)
 
 
 def gan_config() -> gan.GANConfig:
@@ -82,19 +84,16 @@ class TFDiscriminator(nnx.Module):
 
 
 def create_dcgan(seed: int = 0, method: str = "auto"):
-    """(graphdef, state, train_step); the state is (g, d, opt_g, opt_d, g_avg) as in gan.py.
+    """(graphdef, state, train_step): these G and D assembled by ``gan.assemble`` as a ``gan.GAN``.
 
     ``g_avg`` is never updated (``ema_decay=None``); the step passes its donated buffers through.
     ``method`` is the transposed convolutions' formulation (``layers.conv_transpose``); "auto",
-    course_lib's default, is what the benchmark reports unless told otherwise.
+    the default, is what the benchmark reports unless told otherwise.
     """
     cfg = gan_config()
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
     g, d = TFGenerator(cfg, rngs=rngs, method=method), TFDiscriminator(cfg, rngs=rngs)
-    tx = optax.adam(cfg.learning_rate, b1=cfg.beta1)
-    opt_g, opt_d = nnx.Optimizer(g, tx, wrt=nnx.Param), nnx.Optimizer(d, tx, wrt=nnx.Param)
-    graphdef, state = nnx.split((g, d, opt_g, opt_d, nnx.clone(g)))
-    state = jax.tree.map(jnp.copy, state)
+    graphdef, state = gan.assemble(g, d, cfg)
     return graphdef, state, gan.make_train_step(graphdef)
 
 
@@ -114,4 +113,4 @@ def lm_config(vocab_size: int) -> rnn.CharLMConfig:
 
 def create_char_lstm(vocab_size: int, seed: int = 0):
     graphdef, state = rnn.create_lm(lm_config(vocab_size), seed)
-    return graphdef, state, rnn.make_train_step(graphdef)
+    return graphdef, state, train.make_train_step(graphdef, rnn.lm_loss)

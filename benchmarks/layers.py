@@ -1,7 +1,7 @@
 """Fast layers: a transposed convolution that never multiplies the zeros it upsamples with.
 
-Used by the DCGAN of the speed benchmark (``benchmarks/``, quoted in the practice chapters 5.2 and
-the tools chapter 7). A stride-s transposed convolution is, by definition, a stride-1 convolution
+Used by the DCGAN of the speed benchmark (``benchmarks/``), whose results the practice chapters
+(5.2) quote. A stride-s transposed convolution is, by definition, a stride-1 convolution
 of the input *dilated* with s - 1 zeros between pixels. XLA on CPU computes it literally that way,
 so at stride 2 three quarters of its multiplications are by zero, and its weight gradient is far
 slower still (about 850 ms for the DCGAN's 128 -> 64 layer at batch 256 on a 2-core CPU).

@@ -35,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results.md"
 
 def make_batches(case: str, n: int, seed: int = 0) -> list[tuple[np.ndarray, ...]]:
     """``n`` numpy batches of real data for ``case`` (mnist10k or tang5)."""
-    from course_lib import data, rnn
+    from course_lib import data, pixels, rnn
 
     rng = np.random.default_rng(seed)
     if case == "char_lstm":
@@ -50,7 +50,7 @@ def make_batches(case: str, n: int, seed: int = 0) -> list[tuple[np.ndarray, ...
         return out
     images = data.load("mnist10k", "train").images
     if case == "vae":
-        binary = (images >= 128).astype(np.float32)
+        binary = pixels.binarize(images)
         return [(binary[rng.choice(len(images), 128, replace=False)],) for _ in range(n)]
     batch = 64 if case == "dcgan_b64" else 256
     scaled = images.astype(np.float32) / 127.5 - 1.0
@@ -322,7 +322,7 @@ def write_results(path: Path, info: dict, results: dict, args) -> None:
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
         f"- Date (UTC): {info['date']}; mode: {'quick' if args.quick else 'full'}, "
         f"{args.rounds} interleaved rounds of about {args.round_s} s per framework and model; "
-        f"DCGAN transposed convolutions: `{args.convt_method}` (course_lib.layers)",
+        f"DCGAN transposed convolutions: `{args.convt_method}` (benchmarks/layers.py)",
         "- fp32 matmul ceiling (2048x2048, best of 10): "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in info["matmul_gflops"].items()),
         "",
@@ -373,7 +373,7 @@ def main(argv=None) -> int:
         "--convt-method",
         default="auto",
         choices=["auto", "phase_dot", "phase_conv", "dilated"],
-        help="the DCGAN's transposed convolution (course_lib.layers); 'auto' is course_lib's "
+        help="the DCGAN's transposed convolution (benchmarks/layers.py); 'auto' is course_lib's "
         "default, 'dilated' the plain jax.lax.conv_transpose",
     )
     parser.add_argument(

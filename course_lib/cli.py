@@ -1,7 +1,8 @@
 """Command line: ``python -m course_lib train {vae,gan,rnn,forecast}`` and ``data list``.
 
 Taught in chapter 5.1 (05a_vae_in_practice). The last line ``train`` prints to stdout is one JSON
-object with the run's metrics, so scripts can read it with ``tail -n 1``.
+object with the run's metrics, so scripts can read it with ``tail -n 1``. Ctrl-C during training
+saves a checkpoint at the step reached and prints the command that resumes it (exit status 130).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 
-from course_lib import data, recipes, train
+from course_lib import data, recipes, runs, train
 
 
 def _positive_int(text: str) -> int:
@@ -31,17 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one model and print its metrics as JSON")
-    t.add_argument("model", choices=sorted(recipes.RUNNERS))
+    t.add_argument("model", choices=sorted(runs.MODELS))
     t.add_argument("--dataset", help="dataset name (see `data list`); default: the recipe's")
     length = t.add_mutually_exclusive_group()
     length.add_argument("--steps", type=_positive_int, help="number of updates")
-    length.add_argument("--epochs", type=_positive_int, help="passes over the training split")
+    length.add_argument("--epochs", type=_positive_int, help="passes over the examples trained on")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch-size", type=_positive_int)
     t.add_argument("--out", default=None, help="output directory (default: runs/<model>)")
     t.add_argument(
         "--profile",
-        choices=["quick", "full"],
+        choices=sorted(recipes.PROFILES),
         default="quick",
         help="quick: ~2 min on a laptop CPU (default); full: longer, for a GPU",
     )
@@ -59,13 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_size(model: str, dataset: str) -> int:
-    if model == "forecast":
-        return len(data.load(dataset, "train").values)
-    loaded = data.load(dataset, "train")
-    return len(loaded if model == "rnn" else loaded.images)
-
-
 def cmd_train(args) -> dict:
     recipe = recipes.recipe_for(args.model, args.profile)
     if args.conditioning is not None:
@@ -75,13 +70,24 @@ def cmd_train(args) -> dict:
     recipe = recipes.with_overrides(
         recipe, dataset=args.dataset, seed=args.seed, batch_size=args.batch_size, steps=args.steps
     )
+    prepared = runs.MODELS[args.model].prepare(recipe)
     if args.epochs is not None:
-        steps_per_epoch = max(1, _train_size(args.model, recipe.dataset) // recipe.batch_size)
+        steps_per_epoch = max(1, prepared.train_size // recipe.batch_size)
         recipe = dataclasses.replace(recipe, steps=args.epochs * steps_per_epoch)
     out = args.out or f"runs/{args.model}"
-    return recipes.RUNNERS[args.model](
-        recipe, out=out, resume=args.resume, progress=not args.no_progress
+    return runs.run(
+        args.model,
+        recipe,
+        out=out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        prepared=prepared,
     )
+
+
+def _resume_command(argv) -> str:
+    words = [w for w in argv if w != "--resume"]
+    return shlex.join(["python", "-m", "course_lib", *words, "--resume"])
 
 
 def cmd_data_list() -> None:
@@ -105,6 +111,7 @@ def cmd_data_list() -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "data":
@@ -114,5 +121,13 @@ def main(argv=None) -> int:
     except (data.DatasetError, train.CheckpointError, train.TrainingDiverged, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:
+        step = getattr(stop, "step", None)
+        where = "" if step is None else f" at step {step}"
+        if getattr(stop, "saved", False):
+            print(f"interrupted{where}; resume with: {_resume_command(argv)}", file=sys.stderr)
+        else:
+            print(f"interrupted{where}; nothing was saved to resume from", file=sys.stderr)
+        return 130
     print(json.dumps(result, ensure_ascii=False))
     return 0

@@ -181,6 +181,7 @@ def prediction_entropy(logits):
 
 
 def lm_loss(model: CharLM, batch, key):
+    """The training loss of ``train.make_train_step``: cross-entropy, and bits per character."""
     inputs, targets = batch
     loss = cross_entropy(model(inputs, key), targets)
     return loss, {"bits_per_char": loss / jnp.log(2.0)}
@@ -198,19 +199,6 @@ def create_lm(cfg: CharLMConfig, seed: int = 0, decay_steps: int | None = None):
         optax.adamw(lr, weight_decay=cfg.weight_decay),
     )
     return nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
-
-
-def make_train_step(graphdef, loss_fn=lm_loss):
-    """One jitted update ``state, batch, key -> state, metrics`` for either RNN model."""
-
-    @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state, batch, key):
-        model, optimizer = nnx.merge(graphdef, state)
-        (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, key)
-        optimizer.update(model, grads)
-        return nnx.state((model, optimizer)), {"loss": loss, **metrics}
-
-    return train_step
 
 
 def make_lm_eval_fn(graphdef, inputs, targets, batch_size: int = 256):
@@ -353,6 +341,7 @@ class SeqRegressor(nnx.Module):
 
 
 def forecast_loss(model: SeqRegressor, batch, key):
+    """The training loss of ``train.make_train_step``: mean squared error of the forecast."""
     x, y = batch
     loss = jnp.mean((model(x) - y) ** 2)
     return loss, {"mse": loss}

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from course_lib import data
+from course_lib import pixels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,32 +187,22 @@ def create(cfg: VAEConfig, seed: int = 0, decay_steps: int | None = None):
 
 def check_images(x, image_shape) -> None:
     """Fail at trace time, with the fix, when a batch is not float [B, *image_shape] in [0, 1]."""
-    data.check_image_batch(
+    pixels.check_image_batch(
         x,
         image_shape,
         "VAEConfig",
-        "course_lib.recipes.binarize(x) (Bernoulli) or x.astype('float32') / 255 (Gaussian)",
+        "course_lib.pixels.binarize(x) (Bernoulli) or x.astype('float32') / 255 (Gaussian)",
     )
 
 
-def make_train_step(graphdef, beta: float = 1.0):
-    """One jitted update: ``state, batch, key -> state, metrics``.
+def loss(model: VAE, batch, key):
+    """The training loss of ``train.make_train_step``: the negative ELBO with the config's beta.
 
-    The split/merge form keeps NNX's Python graph handling out of the per-step call: ``jax.jit``
-    sees only arrays, and ``donate_argnums`` lets XLA update the parameters in place.
+    ``batch`` is ``(images,)``; returns ``(loss, {"neg_elbo", "recon", "kl"})`` in nats per image.
     """
-
-    @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state, batch, key):
-        model, optimizer = nnx.merge(graphdef, state)
-        (x,) = batch
-        check_images(x, model.cfg.image_shape)
-        grad_fn = nnx.value_and_grad(neg_elbo, has_aux=True)
-        (loss, metrics), grads = grad_fn(model, x, key, beta)
-        optimizer.update(model, grads)
-        return nnx.state((model, optimizer)), {"loss": loss, **metrics}
-
-    return train_step
+    (x,) = batch
+    check_images(x, model.cfg.image_shape)
+    return neg_elbo(model, x, key, model.cfg.beta)
 
 
 def make_eval_fn(graphdef, images, batch_size: int = 500, seed: int = 0):

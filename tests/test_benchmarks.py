@@ -55,7 +55,8 @@ def test_vae_same_parameters_and_same_losses_over_two_steps():
 
 def test_dcgan_same_parameters_and_same_function():
     graphdef, state, _ = jm.create_dcgan(seed=0)
-    g, d, *_ = nnx.merge(graphdef, state)
+    dcgan = nnx.merge(graphdef, state)
+    g, d = dcgan.g, dcgan.d
     tg, td = tm.Generator(), tm.Discriminator()
     assert canonical(jax_param_shapes(g)) == canonical(torch_param_shapes(tg))
     assert canonical(jax_param_shapes(d)) == canonical(torch_param_shapes(td))

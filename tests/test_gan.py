@@ -1,11 +1,13 @@
 """GAN: shapes, the losses against the minimax formula, D* on a 1-D toy, and the joint step."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from course_lib import gan
+from course_lib import gan, pixels
 from flax import nnx
 
 
@@ -86,10 +88,17 @@ def test_trained_discriminator_approaches_the_optimal_d_star():
     assert float(err.max()) < 0.06, float(err.max())
 
 
-def test_one_step_updates_d_first_then_g_against_the_new_d():
-    cfg = gan.GANConfig(arch="mlp", image_shape=(8, 8), width=16, augment_shift=0)
+SMALL = {
+    "mlp": gan.GANConfig(arch="mlp", image_shape=(8, 8), width=16, augment_shift=0),
+    "dcgan": gan.GANConfig(arch="dcgan", image_shape=(28, 28), width=8, augment_shift=0),
+}
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_one_step_updates_d_first_then_g_against_the_new_d(arch):
+    cfg = SMALL[arch]
     graphdef, state = gan.create(cfg, 0)
-    x = jax.random.uniform(jax.random.key(1), (16, 8, 8), minval=-1.0, maxval=1.0)
+    x = jax.random.uniform(jax.random.key(1), (16, *cfg.image_shape), minval=-1.0, maxval=1.0)
     y = jnp.zeros(16, jnp.int32)
     key = jax.random.key(2)
     copy = jax.tree.map(jnp.copy, state)
@@ -97,8 +106,9 @@ def test_one_step_updates_d_first_then_g_against_the_new_d():
 
     @jax.jit
     def g_after_update(state, d_state):
-        g, _, opt_g, _, _ = nnx.merge(graphdef, state)
-        d_used = nnx.merge(graphdef, d_state)[1]
+        model = nnx.merge(graphdef, state)
+        g, opt_g = model.g, model.opt_g
+        d_used = nnx.merge(graphdef, d_state).d
         z = jax.random.normal(jax.random.split(key, 4)[0], (16, cfg.latent_dim))
         grads = nnx.grad(lambda g: gan.generator_loss(d_used(g(z, y), y)))(g)
         opt_g.update(g, grads)
@@ -106,7 +116,7 @@ def test_one_step_updates_d_first_then_g_against_the_new_d():
 
     expected = g_after_update(state, new_state)
     stale = g_after_update(state, state)
-    got = nnx.state(nnx.merge(graphdef, new_state)[0], nnx.Param)
+    got = nnx.state(nnx.merge(graphdef, new_state).g, nnx.Param)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert any(
@@ -117,24 +127,31 @@ def test_one_step_updates_d_first_then_g_against_the_new_d():
 
 def test_translate_shifts_whole_images_and_fills_background():
     x = jnp.full((64, 8, 8), -1.0).at[:, 3:5, 3:5].set(1.0)
-    out = gan.translate(jax.random.key(0), x, 2)
+    out = pixels.translate(jax.random.key(0), x, 2, fill=-1.0)
     assert out.shape == x.shape and set(np.unique(out).tolist()) == {-1.0, 1.0}
     assert (np.asarray(out == 1.0).sum(axis=(1, 2)) == 4).all()  # the blob moves, it is never cut
     assert len({np.argwhere(np.asarray(o) == 1.0)[0].tobytes() for o in out}) > 5
-    np.testing.assert_array_equal(gan.translate(jax.random.key(0), x, 0), x)
+    np.testing.assert_array_equal(pixels.translate(jax.random.key(0), x, 0, fill=-1.0), x)
+    zero_fill = pixels.translate(jax.random.key(0), x + 1.0, 2)  # the classifier's background 0
+    np.testing.assert_array_equal(zero_fill, out + 1.0)  # same shifts, other fill
 
 
-def test_train_step_compiles_once_and_conditioning_uses_labels():
-    cfg = gan.GANConfig(arch="mlp", image_shape=(8, 8), width=16, num_classes=10)
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_train_step_compiles_once_and_conditioning_uses_labels(arch):
+    cfg = dataclasses.replace(SMALL[arch], num_classes=10, augment_shift=2)
     graphdef, state = gan.create(cfg, 0)
     step = gan.make_train_step(graphdef)
-    x = jnp.zeros((8, 8, 8))
+    x = jax.random.uniform(jax.random.key(1), (8, *cfg.image_shape), minval=-1.0, maxval=1.0)
     for i in range(3):
         state, metrics = step(state, (x, jnp.arange(8) % 10), jax.random.key(i))
-    assert step._cache_size() == 1 and np.isfinite(metrics["d_loss"])
+    assert step._cache_size() == 1
+    assert set(metrics) == {"d_loss", "g_loss", "d_real", "d_fake"}
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert 0 < float(metrics["d_fake"]) < 1 and 0 < float(metrics["d_real"]) < 1
     a = gan.generate(graphdef, state, jax.random.key(0), 4, labels=jnp.zeros(4, jnp.int32))
     b = gan.generate(graphdef, state, jax.random.key(0), 4, labels=jnp.ones(4, jnp.int32))
-    assert a.shape == (4, 8, 8) and not np.allclose(a, b)
+    assert a.shape == (4, *cfg.image_shape) and not np.allclose(a, b)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
 
 
 def test_generate_draws_classes_from_the_data_frequencies():
@@ -146,7 +163,7 @@ def test_generate_draws_classes_from_the_data_frequencies():
     np.testing.assert_array_equal(drawn, only_1)  # same z, and every class drawn is 1
     assert not np.allclose(drawn, only_0)
     _, uniform = gan.create(cfg, 0)  # no frequencies given: every class equally likely
-    g = nnx.merge(graphdef, uniform)[0]
+    g = nnx.merge(graphdef, uniform).g
     np.testing.assert_allclose(g.class_probs[...], [1 / 3] * 3)
     with pytest.raises(ValueError, match=r"shape \[num_classes\] = \[3\]"):
         gan.create(cfg, 0, class_probs=[0.5, 0.5])
@@ -175,3 +192,40 @@ def test_bad_batch_gets_a_clear_error():
         step(state, (jnp.zeros((4, 64)), jnp.zeros(4, jnp.int32)), jax.random.key(0))
     with pytest.raises(ValueError, match="127.5"):
         step(state, (jnp.zeros((4, 8, 8), jnp.uint8), jnp.zeros(4, jnp.int32)), jax.random.key(0))
+
+
+def test_weight_average_is_the_warmed_up_exponential_average_and_generate_samples_it():
+    cfg = dataclasses.replace(SMALL["dcgan"], ema_decay=0.6)
+    graphdef, state = gan.create(cfg, 0)
+    step = gan.make_train_step(graphdef)
+    x = jax.random.uniform(jax.random.key(1), (8, 28, 28), minval=-1.0, maxval=1.0)
+    y = jnp.zeros(8, jnp.int32)
+    average = jax.tree.map(jnp.copy, nnx.state(nnx.merge(graphdef, state).g, nnx.Param))  # G
+    for t in range(1, 4):
+        state, _ = step(state, (x, y), jax.random.key(t))
+        model = nnx.merge(graphdef, state)
+        d = min(0.6, (1 + t) / (10 + t))  # the warm-up (1 + t) / (10 + t) is below 0.6 until t = 13
+        now = nnx.state(model.g, nnx.Param)
+        average = jax.tree.map(lambda a, p, d=d: d * a + (1 - d) * p, average, now)
+    got = nnx.state(model.g_avg, nnx.Param)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(average), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(model.g_avg, nnx.BatchStat)),
+        jax.tree.leaves(nnx.state(model.g, nnx.BatchStat)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)  # BatchNorm statistics are copied, not averaged
+    key = jax.random.key(9)
+    z = jax.random.normal(key, (4, cfg.latent_dim))
+    sampled = gan.generate(graphdef, state, key, 4)
+    np.testing.assert_allclose(sampled, gan.to_unit(model.g_avg(z, train=False)), atol=1e-6)
+    assert not np.allclose(sampled, gan.to_unit(model.g(z, train=False)), atol=1e-3)
+    # with ema_decay=None, generate samples the last G
+    plain = dataclasses.replace(cfg, ema_decay=None)
+    graphdef, state = gan.create(plain, 0)
+    state, _ = gan.make_train_step(graphdef)(state, (x, y), key)
+    model = nnx.merge(graphdef, state)
+    np.testing.assert_allclose(
+        gan.generate(graphdef, state, key, 4), gan.to_unit(model.g(z, train=False)), atol=1e-6
+    )

@@ -1,4 +1,4 @@
-"""course_lib.layers.ConvTranspose computes the same function as nnx.ConvTranspose.
+"""benchmarks/layers.py's ConvTranspose computes the same function as nnx.ConvTranspose.
 
 Values and gradients (with respect to the input and the kernel) of every formulation are compared
 with ``jax.lax.conv_transpose`` on random inputs and weights, for the strides, kernels and paddings
@@ -7,12 +7,17 @@ the DCGAN uses and a few others (odd sizes, VALID, explicit padding, stride 3).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from course_lib import layers
 from flax import nnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
+from benchmarks import layers  # noqa: E402
 
 CASES = [
     # (height, width, kernel, stride, in, out, padding)

@@ -1,0 +1,304 @@
+"""How a recipe runs: set up, fit, evaluate, save, as ``python -m course_lib train`` does it.
+
+Taught in chapter 5.2 (05a_vae_in_practice, 05b_gan_in_practice, 05c_rnn_in_practice). After
+``recipes.prepare_<model>(recipe)`` has made the data, each model's run is three more steps that
+a chapter can call one by one:
+
+2. ``setup_<model>(recipe, prepared)`` creates the model and returns a :class:`Training`: the
+   state, its jitted step, the batches and the evaluation hook;
+3. :func:`fit` trains any :class:`Training` (the same for every model);
+4. ``evaluate_<model>(recipe, prepared, training, result)`` measures the result on held-out data.
+
+:func:`run` chains all four and, with ``out`` set, also writes checkpoints, sample files,
+``history.json`` and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from course_lib import fd_lenet, files, gan, metrics, ngram, plotting, recipes, rnn, train, vae
+from course_lib.recipes import (
+    ForecastData,
+    ForecastRecipe,
+    GANData,
+    GANRecipe,
+    LMData,
+    RNNRecipe,
+    VAEData,
+    VAERecipe,
+)
+
+# --- the shared steps ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Training:
+    """One model ready to train: what :func:`fit` needs. ``fit`` donates ``state``."""
+
+    graphdef: Any
+    state: Any
+    step: Callable  # jitted ``state, batch, key -> state, metrics``
+    batches: Callable[[int], tuple]  # ``train.epoch_batches``
+    evaluate: train.Evaluate | None = None
+    log_every: int = 50
+    checkpoint_every: int | None = None
+
+
+def fit(training: Training, recipe, checkpoint_dir=None, progress: bool = True, desc="train"):
+    """Train ``training`` for ``recipe.steps`` with the key ``recipe.seed``; a ``train.FitResult``.
+
+    With ``checkpoint_dir`` the run saves there and resumes from what it finds there.
+    """
+    hooks = [] if training.evaluate is None else [training.evaluate]
+    if checkpoint_dir is not None:
+        hooks.append(train.Checkpoint(checkpoint_dir, training.checkpoint_every))
+    return train.fit(
+        training.step,
+        training.state,
+        training.batches,
+        key=jax.random.key(recipe.seed),
+        steps=recipe.steps,
+        hooks=hooks,
+        log_every=training.log_every,
+        progress=progress,
+        desc=desc,
+    )
+
+
+def start_run(out, resume: bool):
+    """Check ``resume`` first, then create ``out``; return (out, checkpoint directory).
+
+    A fresh run empties old checkpoints and results; ``resume`` requires a checkpoint. Called
+    after the data and the configuration are validated, so a rejected run leaves nothing on disk.
+    """
+    if out is None:
+        if resume:
+            raise train.CheckpointError("resume needs an output directory (--out) to read from")
+        return None, None
+    out = pathlib.Path(out)
+    ckpt = out / "checkpoints"
+    if resume and train.latest_checkpoint_step(ckpt) is None:
+        raise train.CheckpointError(
+            f"no checkpoint to resume from in {ckpt}; run without --resume to start afresh"
+        )
+    if not resume:
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        for stale in ("metrics.json", "history.json"):  # never leave a previous run's results
+            (out / stale).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, ckpt
+
+
+def timing(res: train.FitResult) -> dict:
+    """The run's length and speed, as every ``metrics.json`` reports them."""
+    return {
+        "steps": res.steps,
+        "train_seconds": round(res.train_seconds, 2),
+        "compile_seconds": round(res.compile_seconds, 2),
+        "steps_per_second": round(res.steps_per_second, 2),
+    }
+
+
+# --- VAE -------------------------------------------------------------------------------------
+
+
+def setup_vae(recipe: VAERecipe, prepared: VAEData) -> Training:
+    graphdef, state = vae.create(prepared.config, recipe.seed, decay_steps=recipe.steps)
+    evaluate = None
+    if len(prepared.val_idx):
+        x_val = prepared.x_train[prepared.val_idx]
+        eval_fn = vae.make_eval_fn(graphdef, x_val, min(500, len(x_val)))
+        evaluate = train.Evaluate(eval_fn, recipe.eval_every, select_best=("neg_elbo", "min"))
+    x_fit = prepared.x_train[prepared.fit_idx]
+    batches = train.epoch_batches((x_fit,), recipe.batch_size, recipe.seed)
+    step = train.make_train_step(graphdef, vae.loss)
+    return Training(graphdef, state, step, batches, evaluate, checkpoint_every=recipe.eval_every)
+
+
+def evaluate_vae(recipe: VAERecipe, prepared: VAEData, training: Training, res) -> dict:
+    """The test negative ELBO (nats, and bits per dimension) of the selected state."""
+    x_test = prepared.x_test
+    test_batch = max(b for b in range(1, 501) if len(x_test) % b == 0)
+    test_fn = vae.make_eval_fn(training.graphdef, x_test, test_batch, seed=1)
+    test = float(test_fn(res.state)["neg_elbo"])
+    dims = int(np.prod(prepared.config.image_shape))
+    result = {}
+    if res.best is not None:
+        result["best_step"] = res.best["step"]
+        result["val_neg_elbo_nats"] = round(res.best["neg_elbo"], 3)
+    result["test_neg_elbo_nats"] = round(test, 3)
+    result["test_bits_per_dim"] = round(metrics.bits_per_dim(test, dims), 4)
+    return result
+
+
+def save_vae(out, recipe: VAERecipe, prepared: VAEData, training: Training, state) -> None:
+    graphdef, x_test = training.graphdef, prepared.x_test
+    samples = vae.sample(graphdef, state, jax.random.key(recipe.seed + 1), 64)
+    plotting.save_image_grid(samples, out / "samples.png")
+    recon = vae.decode(graphdef, state, vae.encode(graphdef, state, x_test[:32])[0])
+    pairs = np.stack([x_test[:32], np.asarray(recon)], 1)
+    pairs = pairs.reshape(64, *prepared.config.image_shape)
+    plotting.save_image_grid(pairs, out / "reconstructions.png")
+
+
+# --- GAN -------------------------------------------------------------------------------------
+
+
+def setup_gan(recipe: GANRecipe, prepared: GANData) -> Training:
+    graphdef, state = gan.create(prepared.config, recipe.seed, prepared.class_probs)
+    classifier = fd_lenet.fd_classifier(recipe.dataset)
+    n = min(recipe.eval_samples, len(prepared.real_test))
+    eval_fn = gan.make_eval_fn(graphdef, classifier, prepared.real_test[:n], n, recipe.seed)
+    ids = prepared.labels if prepared.class_ids is None else prepared.class_ids
+    batches = train.epoch_batches((prepared.real, ids), recipe.batch_size, recipe.seed)
+    evaluate = train.Evaluate(eval_fn, recipe.eval_every)
+    step = gan.make_train_step(graphdef)
+    return Training(graphdef, state, step, batches, evaluate, checkpoint_every=recipe.eval_every)
+
+
+def evaluate_gan(recipe: GANRecipe, prepared: GANData, training: Training, res) -> dict:
+    """FD-LeNet (and its train-vs-test floor) and class coverage at the last evaluation.
+
+    Samples are drawn as the model defines them: a class (cluster or digit) with its training
+    frequency, then an image. With ``conditioning="labels"`` the class coverage therefore mostly
+    measures whether G draws the digit it is asked for, not whether it covers the modes.
+    """
+    final = res.history["eval"][-1]
+    classifier = fd_lenet.fd_classifier(recipe.dataset)
+    n = min(recipe.eval_samples, len(prepared.real_test))
+    return {
+        "conditioning": recipe.conditioning,
+        "num_classes": prepared.config.num_classes,
+        "cluster_seconds": round(prepared.cluster_seconds, 2),
+        "fd_lenet": round(final["fd_lenet"], 3),
+        "fd_lenet_floor": round(fd_lenet.fd_lenet_floor(recipe.dataset, classifier, n=n), 3),
+        "class_kl": round(final["class_kl"], 4),
+        "classes_covered": int(final["classes_covered"]),
+        "classifier_test_accuracy": round(classifier.test_accuracy, 4),
+    }
+
+
+def save_gan(out, recipe: GANRecipe, prepared: GANData, training: Training, state) -> None:
+    images = gan.generate(training.graphdef, state, jax.random.key(recipe.seed + 1), 64)
+    plotting.save_image_grid(np.asarray(images), out / "samples.png")
+
+
+# --- character language model ---------------------------------------------------------------
+
+
+def setup_rnn(recipe: RNNRecipe, prepared: LMData) -> Training:
+    graphdef, state = rnn.create_lm(prepared.config, recipe.seed)  # early stopping regularises
+    eval_fn = rnn.make_lm_eval_fn(graphdef, prepared.x_val, prepared.y_val)
+    evaluate = train.Evaluate(eval_fn, recipe.eval_every, select_best=("bits_per_char", "min"))
+    pairs = (prepared.x_train, prepared.y_train)
+    batches = train.epoch_batches(pairs, recipe.batch_size, recipe.seed)
+    step = train.make_train_step(graphdef, rnn.lm_loss)
+    return Training(graphdef, state, step, batches, evaluate, checkpoint_every=recipe.eval_every)
+
+
+def sample_poems(recipe: RNNRecipe, prepared: LMData, training: Training, state) -> list[str]:
+    """The recipe's ``n_samples`` poems at its temperature, with the key ``recipe.seed + 1``."""
+    key = jax.random.key(recipe.seed + 1)
+    return rnn.sample_text(
+        training.graphdef,
+        state,
+        prepared.vocab,
+        key,
+        n=recipe.n_samples,
+        temperature=recipe.temperature,
+        max_len=prepared.x_train.shape[1],
+    )
+
+
+def evaluate_rnn(recipe: RNNRecipe, prepared: LMData, training: Training, res) -> dict:
+    """Validation bits per character beside a Kneser-Ney 3-gram's, and the samples' form."""
+    kn = ngram.KneserNeyLM(order=3).fit(list(prepared.y_train), len(prepared.vocab), bos_id=0)
+    samples = sample_poems(recipe, prepared, training, res.state)
+    return {
+        "best_step": res.best["step"],
+        "val_bpc": round(res.best["bits_per_char"], 4),
+        "ngram3_val_bpc": round(kn.bits_per_token(list(prepared.y_val)), 4),
+        "val_perplexity": round(2 ** res.best["bits_per_char"], 3),
+        "temperature": recipe.temperature,
+        "form_ok_fraction": round(float(np.mean([rnn.is_quatrain(s) for s in samples])), 4),
+        "samples": samples[:8],
+    }
+
+
+def save_rnn(out, recipe: RNNRecipe, prepared: LMData, training: Training, state) -> None:
+    samples = sample_poems(recipe, prepared, training, state)
+    with files.atomic_write(out / "samples.txt", "w", encoding="utf-8") as f:
+        f.write("\n".join(samples) + "\n")
+
+
+# --- time-series forecast --------------------------------------------------------------------
+
+
+def setup_forecast(recipe: ForecastRecipe, prepared: ForecastData) -> Training:
+    graphdef, state = rnn.create_forecaster(prepared.config, recipe.seed)
+    batches = train.epoch_batches((prepared.x, prepared.y), recipe.batch_size, recipe.seed)
+    step = train.make_train_step(graphdef, rnn.forecast_loss)
+    return Training(graphdef, state, step, batches, checkpoint_every=500)
+
+
+def evaluate_forecast(recipe, prepared: ForecastData, training: Training, res) -> dict:
+    """RMSE (ppm) of the 12-month forecasts from every test origin, beside seasonal naive's."""
+    pred = prepared.to_ppm(rnn.predict(training.graphdef, res.state, prepared.x_test))
+    return {
+        "horizon_months": prepared.config.horizon,
+        "test_origins": len(prepared.x_test),
+        "rmse": round(metrics.rmse(pred, prepared.truth), 4),
+        "seasonal_naive_rmse": round(metrics.rmse(prepared.seasonal_naive, prepared.truth), 4),
+    }
+
+
+# --- the whole run ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """One model's four steps (and what it saves besides its metrics)."""
+
+    prepare: Callable
+    setup: Callable
+    evaluate: Callable
+    save: Callable | None = None
+
+
+MODELS = {
+    "vae": Steps(recipes.prepare_vae, setup_vae, evaluate_vae, save_vae),
+    "gan": Steps(recipes.prepare_gan, setup_gan, evaluate_gan, save_gan),
+    "rnn": Steps(recipes.prepare_rnn, setup_rnn, evaluate_rnn, save_rnn),
+    "forecast": Steps(recipes.prepare_forecast, setup_forecast, evaluate_forecast),
+}
+
+
+def run(model: str, recipe=None, out=None, resume=False, progress=True, prepared=None) -> dict:
+    """Prepare, set up, fit and evaluate ``model`` by ``recipe`` (default: the quick one).
+
+    Returns a flat dict of metrics. With ``out``: checkpoints (resumed with ``resume``), sample
+    files, ``history.json`` and ``metrics.json``. ``prepared`` is step 1's result, if already made.
+    """
+    steps = MODELS[model]
+    recipe = recipes.QUICK[model] if recipe is None else recipe
+    prepared = steps.prepare(recipe) if prepared is None else prepared
+    training = steps.setup(recipe, prepared)
+    out, ckpt = start_run(out, resume)
+    res = fit(training, recipe, ckpt, progress, desc=model)
+    result = {"model": model, "dataset": recipe.dataset, "seed": recipe.seed, **timing(res)}
+    result |= steps.evaluate(recipe, prepared, training, res)
+    if out is not None:
+        if steps.save is not None:
+            steps.save(out, recipe, prepared, training, res.state)
+        files.write_json(out / "history.json", res.history)
+        files.write_json(out / "metrics.json", result)
+    return result
