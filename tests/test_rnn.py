@@ -89,6 +89,7 @@ def test_gru_language_model_trains():
     x, y = rnn.encode_poems(poems, vocab)
     cfg = rnn.CharLMConfig(vocab_size=len(vocab), embed_dim=32, hidden=64, cell="gru", dropout=0.0)
     graphdef, state = rnn.create_lm(cfg, 0)
+    assert isinstance(nnx.merge(graphdef, state)[0].layers[0].cell, nnx.GRUCell)
     res = train.fit(
         train.make_train_step(graphdef, rnn.lm_loss),
         state,
