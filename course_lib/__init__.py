@@ -1,17 +1,44 @@
 """course_lib: the JAX/Flax NNX library behind the workbook.
 
-The workbook is 《生成式AI的三种人机协同模式：JAX 实践》.
+The workbook is 《生成式AI的三种人机协同模式：JAX 实践》. The modules, in layers: a module imports
+only from its own layer or the layers above it in this list (tests/test_architecture.py checks it).
 
-Modules (each names the chapter that teaches it):
+Foundations
 
-- ``data``      real datasets, shipped or read from installed packages (chapter 5.1)
-- ``vae``       variational autoencoders, loss and jitted train step (chapters 3.1, 4.1, 5.2.1)
-- ``gan``       DCGAN / MLP GAN, losses and one jitted D-then-G step (chapters 3.2, 4.2, 5.2.2)
-- ``rnn``       character language model and time-series regressor (chapters 3.3, 4.3, 5.2.3)
-- ``train``     one training loop for all models: progress, history, checkpoints (chapter 5.2)
-- ``parallel``  data parallelism over all local devices with ``jax.sharding`` (chapter 5.1)
-- ``metrics``   negative ELBO, FD-LeNet, class coverage, bits per character, RMSE (chapter 5.3)
-- ``recipes``   the quick (CPU) and full (GPU) training recipes used by the CLI and chapter 5
+- ``pixels``       image batches: checks, binarising, the one translation augmentation (chapter 5.2)
+- ``files``        the one atomic file write (chapter 5.2)
+- ``parallel``     data parallelism over all local devices with ``jax.sharding`` (chapter 5.1)
+- ``plotting``     image grids and Chinese text in figures (chapter 1)
+
+Data
+
+- ``readers``      how each dataset's files become numpy arrays (chapter 1)
+- ``downloads``    optional downloads: checksums, a cache, a fast offline error (chapter 1)
+- ``data``         the registry of datasets: ``load`` and ``list_datasets`` (chapter 1, 5.1)
+
+Measures
+
+- ``metrics``      small pure functions: bits per dimension, Fréchet distance, RMSE, seasonal naive
+- ``ngram``        the Kneser-Ney character n-gram baseline (chapter 5.2.3)
+- ``fd_lenet``     FD-LeNet: a small digit classifier, its cache, the distance and class coverage
+                   (chapter 5.2.2)
+
+Models and training
+
+- ``vae``          variational autoencoders and their loss (chapters 3.1, 4.1, 5.2.1)
+- ``gan``          DCGAN / MLP GAN, losses and one jitted D-then-G step (chapters 3.2, 4.2, 5.2.2)
+- ``rnn``          character language model and time-series regressor (chapters 3.3, 4.3, 5.2.3)
+- ``checkpoints``  orbax checkpoints keyed by tree path: the ``Checkpoint`` hook (chapter 5.2)
+- ``train``        the generic train step and one loop for all models, with hooks (chapter 5.2)
+
+Recipes
+
+- ``recipes``      what to train: the quick (CPU) and full (GPU) recipes and their data (chapter 5)
+- ``runs``         how a recipe runs: set up, fit, evaluate, save (chapter 5)
+
+Command line
+
+- ``cli``          ``python -m course_lib train ...`` and ``data list`` (chapter 5.1)
 """
 
 __version__ = "0.1.0"
