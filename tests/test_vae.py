@@ -52,6 +52,19 @@ def test_conv_variant_and_gaussian_decoder_shapes():
     assert np.isfinite(loss) and np.isfinite(parts["kl"])
 
 
+def test_reconstruction_terms_are_the_negative_log_likelihoods():
+    x = jax.random.uniform(jax.random.key(0), (3, 4, 5))
+    mean = jax.random.uniform(jax.random.key(1), (3, 4, 5))
+    log_sigma = jax.random.normal(jax.random.key(2), (4, 5)) * 0.5
+    want = -jax.scipy.stats.norm.logpdf(x, mean, jnp.exp(log_sigma)).sum(axis=(1, 2))
+    np.testing.assert_allclose(vae.gaussian_nll(mean, log_sigma, x), want, rtol=1e-5)
+    bits = (x > 0.5).astype(jnp.float32)
+    logits = jax.random.normal(jax.random.key(3), (3, 4, 5))
+    p = jax.nn.sigmoid(logits)
+    want = -jnp.sum(bits * jnp.log(p) + (1 - bits) * jnp.log1p(-p), axis=(1, 2))
+    np.testing.assert_allclose(vae.bernoulli_nll(logits, bits), want, rtol=1e-5)
+
+
 def test_closed_form_kl_matches_monte_carlo():
     mean = jnp.array([[0.5, -1.0, 2.0]])
     log_var = jnp.array([[0.3, -0.7, 0.1]])
