@@ -20,6 +20,8 @@ from benchmarks import jax_models as jm  # noqa: E402
 from benchmarks import run as bench  # noqa: E402
 from benchmarks import torch_models as tm  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the benchmark's code, not course_lib: out of the inner loop
+
 
 def jax_param_shapes(*modules):
     leaves = jax.tree.leaves(nnx.state(modules, nnx.Param))

@@ -19,6 +19,8 @@ from flax import nnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
 from benchmarks import layers  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the benchmark's code, not course_lib: out of the inner loop
+
 CASES = [
     # (height, width, kernel, stride, in, out, padding)
     (7, 7, 5, 2, 16, 8, ((2, 3), (2, 3))),  # the DCGAN's 7 -> 14 layer, PyTorch alignment

@@ -48,14 +48,14 @@ def test_cross_entropy_is_not_the_seeds_entropy_formula():
     assert abs(float(rnn.cross_entropy(logits, right)) - float(h)) > 0.05
 
 
-@pytest.fixture(scope="module")
-def trained_lm():
+def train_small_lm(cell: str = "lstm"):
+    """60 steps of a small character LM on 256 poems: (vocab, graphdef, step, result, data)."""
     from course_lib import data
 
     poems = list(data.load("tang5", "train")[:256])
     vocab = rnn.CharVocab(poems)
     x, y = rnn.encode_poems(poems, vocab)
-    cfg = rnn.CharLMConfig(vocab_size=len(vocab), embed_dim=32, hidden=64, layers=1, dropout=0.0)
+    cfg = rnn.CharLMConfig(vocab_size=len(vocab), embed_dim=32, hidden=64, cell=cell, dropout=0.0)
     graphdef, state = rnn.create_lm(cfg, 0)
     step = train.make_train_step(graphdef, rnn.lm_loss)
     res = train.fit(
@@ -70,6 +70,11 @@ def trained_lm():
     return vocab, graphdef, step, res, (x, y)
 
 
+@pytest.fixture(scope="module")
+def trained_lm():
+    return train_small_lm("lstm")
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_lm_shapes(cell):
     cfg = rnn.CharLMConfig(vocab_size=50, embed_dim=8, hidden=16, layers=2, cell=cell)
@@ -82,23 +87,8 @@ def test_lm_shapes(cell):
 
 def test_gru_language_model_trains():
     """The GRU cell is not only constructed: its loss falls like the LSTM's."""
-    from course_lib import data
-
-    poems = list(data.load("tang5", "train")[:256])
-    vocab = rnn.CharVocab(poems)
-    x, y = rnn.encode_poems(poems, vocab)
-    cfg = rnn.CharLMConfig(vocab_size=len(vocab), embed_dim=32, hidden=64, cell="gru", dropout=0.0)
-    graphdef, state = rnn.create_lm(cfg, 0)
-    assert isinstance(nnx.merge(graphdef, state)[0].layers[0].cell, nnx.GRUCell)
-    res = train.fit(
-        train.make_train_step(graphdef, rnn.lm_loss),
-        state,
-        train.epoch_batches((x, y), 32, 0),
-        key=jax.random.key(0),
-        steps=60,
-        log_every=10,
-        progress=False,
-    )
+    _, graphdef, _, res, _ = train_small_lm("gru")
+    assert isinstance(nnx.merge(graphdef, res.state)[0].layers[0].cell, nnx.GRUCell)
     losses = [r["loss"] for r in res.history["train"]]
     assert losses[-1] < losses[0] - 1.0, losses
 
