@@ -1,7 +1,9 @@
-"""Command line: ``python -m course_lib train {vae,gan,rnn,forecast}`` and ``data list``.
+"""Command line: ``python -m course_lib train {vae,gan,rnn,forecast}``, ``collab annotate`` and
+``data list``.
 
-Taught in chapter 5.1 (05a_vae_in_practice). The last line ``train`` prints to stdout is one JSON
-object with the run's metrics, so scripts can read it with ``tail -n 1``. Ctrl-C during training
+Taught in chapter 5.1 (05a_vae_in_practice) and, for ``collab``, chapter 6 (06a_annotation_lab).
+The last line ``train`` and ``collab`` print to stdout is one JSON object with the run's metrics,
+so scripts can read it with ``tail -n 1``. Ctrl-C during training
 saves a checkpoint at the step reached and prints the command that resumes it (exit status 130).
 """
 
@@ -13,7 +15,7 @@ import json
 import shlex
 import sys
 
-from course_lib import data, recipes, runs, train
+from course_lib import active, annotation, collab, data, recipes, runs, train
 
 
 def _positive_int(text: str) -> int:
@@ -56,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    c = sub.add_parser("collab", help="the human-AI collaboration labs (chapter 6)")
+    c.add_argument("lab", choices=["annotate"], help="annotate: label digits with active learning")
+    c.add_argument("--strategy", choices=active.STRATEGIES, default="kmeans")
+    c.add_argument("--budget", type=_positive_int, default=200, help="labels the person gives")
+    c.add_argument("--batch", type=_positive_int, default=20, help="labels per round")
+    c.add_argument(
+        "--human",
+        choices=["simulated", "terminal"],
+        default="simulated",
+        help="who labels: a seeded simulated person (3%% errors) or you, at this terminal",
+    )
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", default=None, help="output directory (default: runs/collab-<lab>)")
+    c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     d = sub.add_parser("data", help="datasets")
     d.add_argument("action", choices=["list"])
     return parser
@@ -83,6 +100,15 @@ def cmd_train(args) -> dict:
         progress=not args.no_progress,
         prepared=prepared,
     )
+
+
+def cmd_collab(args) -> dict:
+    recipe = annotation.AnnotationRecipe(
+        strategy=args.strategy, budget=args.budget, batch=args.batch, seed=args.seed
+    )
+    human = collab.TerminalHuman() if args.human == "terminal" else None
+    out = args.out or f"runs/collab-{args.lab}"
+    return annotation.run(recipe, human=human, out=out, progress=not args.no_progress)
 
 
 def _resume_command(argv) -> str:
@@ -117,7 +143,7 @@ def main(argv=None) -> int:
         if args.command == "data":
             cmd_data_list()
             return 0
-        result = cmd_train(args)
+        result = cmd_collab(args) if args.command == "collab" else cmd_train(args)
     except (data.DatasetError, train.CheckpointError, train.TrainingDiverged, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from course_lib import cli, gan, recipes
+from course_lib import annotation, cli, collab, gan, recipes
 
 
 def run(capsys, *argv):
@@ -260,3 +260,93 @@ def test_profile_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv(recipes.PROFILE_ENV_VAR, "gpu")
     with pytest.raises(ValueError, match=r"COURSE_LIB_PROFILE='gpu'.*'quick'.*'full'.*unset it"):
         recipes.profile_from_env()
+
+
+# --- collab annotate -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--budget", "0"], "--budget: must be a positive integer (at least 1), got 0"),
+        (["--batch", "-3"], "--batch: must be a positive integer"),
+        (["--strategy", "nonsense"], "--strategy: invalid choice: 'nonsense'"),
+        (["--human", "widget"], "--human: invalid choice: 'widget'"),
+    ],
+)
+def test_collab_annotate_rejects_bad_flags_and_writes_nothing(capsys, tmp_path, flags, message):
+    out_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        cli.main(["collab", "annotate", *flags, "--out", str(out_dir), "--no-progress"])
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert message in err and out == ""
+    assert not out_dir.exists()
+
+
+def test_collab_annotate_passes_its_flags_to_the_lab(capsys, monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run(recipe, human=None, out=None, progress=False):
+        calls.append((recipe, human, out, progress))
+        print("round 1 of 3")  # whatever the lab prints comes before the JSON
+        return {"labels_to_90_active": 120, "human": collab.describe(human) if human else "sim"}
+
+    monkeypatch.setattr(annotation, "run", fake_run)
+    code, out, err = run(
+        capsys, "collab", "annotate", "--strategy", "entropy", "--budget", "80", "--batch", "16",
+        "--seed", "7", "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert last_json(out) == {"labels_to_90_active": 120, "human": "sim"}
+    recipe, human, out_dir, progress = calls[-1]
+    assert isinstance(recipe, annotation.AnnotationRecipe)
+    assert (recipe.strategy, recipe.budget, recipe.batch, recipe.seed) == ("entropy", 80, 16, 7)
+    assert human is None and out_dir == str(tmp_path) and progress is False  # simulated person
+
+    code, out, _ = run(capsys, "collab", "annotate", "--human", "terminal")
+    assert code == 0 and last_json(out)["human"] == "terminal"
+    recipe, human, out_dir, progress = calls[-1]
+    assert isinstance(human, collab.TerminalHuman) and out_dir == "runs/collab-annotate"
+    assert recipe == annotation.AnnotationRecipe() and progress is True  # the defaults
+
+
+def test_collab_annotate_errors_from_the_lab_exit_with_status_2(capsys, monkeypatch, tmp_path):
+    def fail(recipe, human=None, out=None, progress=False):
+        raise ValueError("cannot ask about 21 images: 20 are unlabelled")
+
+    monkeypatch.setattr(annotation, "run", fail)
+    code, out, err = run(capsys, "collab", "annotate", "--out", str(tmp_path / "x"))
+    assert code == 2 and out == "" and "error: cannot ask about 21 images" in err
+
+
+@pytest.mark.slow
+def test_collab_annotate_writes_metrics_labels_and_samples(capsys, monkeypatch, tmp_path):
+    """The whole lab from the command line, with a short GAN run (50 steps instead of 1000)."""
+    short_gan = dataclasses.replace(
+        annotation.AnnotationRecipe().gan, steps=50, eval_every=50, eval_samples=500
+    )
+    recipe = annotation.AnnotationRecipe
+    monkeypatch.setattr(annotation, "AnnotationRecipe", lambda **kw: recipe(gan=short_gan, **kw))
+    code, out, err = run(
+        capsys, "collab", "annotate", "--budget", "60", "--batch", "20", "--seed", "0",
+        "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    result = last_json(out)
+    assert result["human"] == "simulated (error_rate=0.03)"
+    assert result["strategy"] == "kmeans" and result["budget"] == 60
+    for key in ("labels_to_90_active", "labels_to_90_random"):  # None: not reached
+        assert result[key] is None or (isinstance(result[key], int) and 0 < result[key] <= 400)
+    assert result["labels_to_90_active"] is None or result["labels_to_90_active"] <= 60
+    assert 0.6 <= result["accuracy_at_budget"] <= 1.0  # 60 labels: about 0.85
+    assert 0.0 <= result["gen_class_accuracy"] <= 1.0
+    assert 0.0 < result["fd_lenet_floor"] < result["fd_lenet"]  # 50 steps: far from real data
+    assert result["train_seconds"] > 0 and result["human_seconds"] == 120.0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics == result
+    labels = json.loads((tmp_path / "labels.json").read_text())
+    assert len(labels["index"]) == len(labels["label"]) == 60
+    assert len(set(labels["index"])) == 60 and all(0 <= y <= 9 for y in labels["label"])
+    assert labels["counts"] == [20, 40, 60] and len(labels["test_accuracy"]) == 3
+    assert (tmp_path / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

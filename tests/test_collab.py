@@ -1,0 +1,307 @@
+"""The person in the loop: the simulated, terminal and widget humans, without a person."""
+
+import contextlib
+import io
+
+import matplotlib.image
+import numpy as np
+import pytest
+from course_lib import collab
+
+
+def digit_images(n, seed=0):
+    """``n`` distinct 28x28 uint8 images and a label 0-9 for each."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    images[:, 0, :4] = np.arange(n)[:, None].view(np.uint8).reshape(n, -1)[:, :4]  # all differ
+    return images, rng.integers(0, 10, size=n).astype(np.int32)
+
+
+def always(label):
+    return lambda images: np.full(len(images), label, np.int32)
+
+
+# --- simulated -----------------------------------------------------------------------------
+
+
+def test_simulated_human_is_seeded():
+    images, truth = digit_images(500)
+    key = collab.answer_key(images, truth)
+    a = collab.SimulatedHuman(key, error_rate=0.2, seed=1).label(images)
+    b = collab.SimulatedHuman(key, error_rate=0.2, seed=1).label(images)
+    c = collab.SimulatedHuman(key, error_rate=0.2, seed=2).label(images)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a != truth, c != truth)  # other seed, other mistakes
+
+
+def test_simulated_human_errs_at_its_documented_rate():
+    n = 20_000
+    person = collab.SimulatedHuman(always(4), seed=0)
+    assert person.error_rate == 0.03  # the documented default
+    given = np.concatenate([person.label(np.zeros((1000, 2, 2))) for _ in range(n // 1000)])
+    wrong = given != 4
+    # binomial(20000, 0.03) has sd 0.0012: 0.005 is more than four of them
+    assert abs(wrong.mean() - 0.03) < 0.005
+    assert person.errors == int(wrong.sum())
+    assert ((given >= 0) & (given <= 9)).all() and given.dtype == np.int32
+    # wrong labels spread over the nine other classes
+    assert set(np.unique(given[wrong]).tolist()) == set(range(10)) - {4}
+    assert person.seconds == pytest.approx(2.0 * n)
+
+
+def test_simulated_human_counts_time_per_answer_and_can_be_always_right():
+    images, truth = digit_images(300)
+    person = collab.SimulatedHuman(
+        collab.answer_key(images, truth), error_rate=0.0, seconds_per_answer=1.5
+    )
+    np.testing.assert_array_equal(person.label(images), truth)
+    np.testing.assert_array_equal(person.label(images[::-1]), truth[::-1])
+    assert person.errors == 0 and person.seconds == pytest.approx(1.5 * 600)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+def test_simulated_human_rejects_an_impossible_error_rate(rate):
+    with pytest.raises(ValueError, match=r"error_rate must be in \[0, 1\)"):
+        collab.SimulatedHuman(always(0), error_rate=rate)
+
+
+def test_simulated_pick_and_compare_follow_the_score():
+    right = collab.SimulatedHuman(score=lambda item: -abs(item - 5), error_rate=0.0)
+    assert right.pick([1, 9, 4, 7]) == 2  # 4 is nearest 5
+    assert right.compare(3, 6) == 1 and right.compare(5, 0) == 0
+    assert right.errors == 0 and right.seconds == pytest.approx(3 * 2.0)
+
+    person = collab.SimulatedHuman(score=float, error_rate=0.1, seed=3)
+    picks = np.array([person.pick([0, 1, 2, 3]) for _ in range(5000)])
+    wrong = picks != 3
+    assert abs(wrong.mean() - 0.1) < 0.02 and person.errors == int(wrong.sum())
+    assert set(np.unique(picks[wrong]).tolist()) == {0, 1, 2}
+    choices = np.array([person.compare(2.0, 1.0) for _ in range(5000)])
+    assert abs(choices.mean() - 0.1) < 0.02  # 1 (the worse item) only when it errs
+    assert all(person.pick([7.0]) == 0 for _ in range(200))  # one item: nothing to get wrong
+
+
+def test_simulated_human_without_answers_or_score_says_what_is_missing():
+    with pytest.raises(ValueError, match="no answers; pass answers="):
+        collab.SimulatedHuman().label(np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match="no score; pass score="):
+        collab.SimulatedHuman(always(1)).pick([1, 2])
+    with pytest.raises(ValueError, match="no score"):
+        collab.SimulatedHuman(always(1)).compare(1, 2)
+
+
+def test_answer_key_looks_images_up_by_content():
+    images, truth = digit_images(200, seed=4)
+    key = collab.answer_key(images, truth)
+    order = np.random.default_rng(0).permutation(200)
+    np.testing.assert_array_equal(key(images[order]), truth[order])
+    np.testing.assert_array_equal(key(images[order].copy()), truth[order])  # a copy is the same
+    stranger = images[:1].copy()
+    stranger[0, 5, 5] ^= 1
+    with pytest.raises(ValueError, match="no answer for"):
+        key(stranger)
+    with pytest.raises(ValueError):  # one label per image
+        collab.answer_key(images, truth[:-1])
+
+
+# --- terminal ------------------------------------------------------------------------------
+
+
+class Script:
+    """Replies typed at the terminal, one per prompt, and everything printed."""
+
+    def __init__(self, *replies):
+        self.replies, self.prompts, self.printed = list(replies), [], []
+
+    def input(self, prompt):
+        self.prompts.append(prompt)
+        return self.replies.pop(0)
+
+    def print(self, *args):
+        self.printed.append(" ".join(map(str, args)))
+
+
+def terminal(*replies):
+    script = Script(*replies)
+    return collab.TerminalHuman(input_fn=script.input, print_fn=script.print), script
+
+
+@pytest.mark.parametrize("reply", ["3 1 4", "314", "3,1,4", " 3, 1 4 "])
+def test_terminal_reads_labels_in_either_form(reply):
+    person, script = terminal(reply)
+    labels = person.label(np.zeros((3, 28, 28)), progress="已标注 0 / 3")
+    np.testing.assert_array_equal(labels, [3, 1, 4])
+    assert labels.dtype == np.int32 and len(script.prompts) == 1
+    assert "1-3" in script.prompts[0] and "已标注 0 / 3" in script.printed[0]
+    assert person.seconds >= 0.0
+
+
+def test_terminal_asks_again_after_a_bad_reply():
+    person, script = terminal("3 1", "3 1 x", "31415", "3 1 42", "", "2 7 1")
+    np.testing.assert_array_equal(person.label(np.zeros((3, 28, 28))), [2, 7, 1])
+    assert len(script.prompts) == 6 and script.replies == []
+    errors = [line for line in script.printed if "try again" in line]
+    assert len(errors) == 5 and all("type 3 digits 0-9" in line for line in errors)
+
+
+def test_terminal_pick_is_one_based():
+    person, script = terminal("0", "4", "two", "2")
+    assert person.pick(["apple", "pear", "plum"], progress="round 1") == 1
+    assert script.printed[:3] == ["[1] apple", "[2] pear", "[3] plum"]
+    assert sum("type a number from 1 to 3" in line for line in script.printed) == 3
+    assert "round 1" in script.prompts[0] and "(1-3)" in script.prompts[0]
+    person, _ = terminal("1")
+    assert person.compare("a", "b") == 0
+
+
+def test_ascii_art_draws_numbered_half_size_images():
+    images = np.zeros((7, 28, 28), np.uint8)
+    images[1] = 255  # 0..255 images are scaled to [0, 1]
+    text = collab.ascii_art(images, per_row=5)
+    lines = text.split("\n")
+    assert len(lines) == 2 * (1 + 14)  # two rows of images, each a header and 14 lines
+    assert all(f"[{i}]" in text for i in range(1, 8)) and "[8]" not in text
+    assert "[1]" in lines[0] and "[6]" in lines[15]
+    row = lines[1]
+    assert len(row) == 5 * 14 + 4 * 2
+    assert row[:14] == " " * 14 and row[16:30] == "@" * 14  # black, then white
+    half = collab.ascii_art(np.full((1, 4, 4), 0.5))
+    assert half.split("\n")[1] == "=="
+
+
+# --- make_human, describe, png_bytes -------------------------------------------------------
+
+
+def test_make_human_builds_each_kind():
+    simulated = collab.make_human("simulated", answers=always(3), error_rate=0.1, seed=5)
+    assert isinstance(simulated, collab.SimulatedHuman) and simulated.error_rate == 0.1
+    assert isinstance(collab.make_human("terminal"), collab.TerminalHuman)
+    widget = collab.make_human("widget", timeout=7.0)  # built, not displayed
+    assert isinstance(widget, collab.WidgetHuman) and widget.timeout == 7.0
+    assert not widget._shown
+    with pytest.raises(ValueError, match=r"human must be one of \('simulated', 'widget'"):
+        collab.make_human("robot")
+
+
+def test_describe_names_the_kind():
+    assert collab.describe(collab.SimulatedHuman(error_rate=0.03)) == (
+        "simulated (error_rate=0.03)"
+    )
+    assert collab.describe(collab.SimulatedHuman(error_rate=0)) == "simulated (error_rate=0)"
+    assert collab.describe(collab.TerminalHuman()) == "terminal"
+    assert collab.describe(collab.WidgetHuman()) == "widget"
+
+    class Someone:
+        seconds = 0.0
+
+    assert collab.describe(Someone()) == "Someone"
+
+
+def test_png_bytes_is_an_enlarged_png():
+    image = np.zeros((28, 28), np.uint8)
+    image[:, 14:] = 255
+    data = collab.png_bytes(image, scale=3)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    decoded = matplotlib.image.imread(io.BytesIO(data))
+    assert decoded.shape[:2] == (84, 84)
+    grey = decoded[..., 0]
+    assert grey[:, :42].max() < 0.01 and grey[:, 42:].min() > 0.99
+    assert collab.png_bytes(np.full((8, 8), 0.5))[:4] == b"\x89PNG"
+
+
+# --- widget, without a browser -------------------------------------------------------------
+
+
+@pytest.fixture
+def no_browser(monkeypatch):
+    """Replace display and jupyter-ui-poll; ``polls`` holds the steps each poll runs in turn."""
+    import IPython.display
+    import jupyter_ui_poll
+
+    shown, polls = [], []
+
+    @contextlib.contextmanager
+    def ui_events():
+        def poll(n):
+            assert n > 0
+            if polls:
+                polls.pop(0)()
+
+        yield poll
+
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    monkeypatch.setattr(jupyter_ui_poll, "ui_events", ui_events)
+    return shown, polls
+
+
+def dropdowns(human):
+    return [cell.children[1] for cell in human.items.children]
+
+
+def test_widget_label_returns_what_the_person_chose(no_browser):
+    shown, polls = no_browser
+    human = collab.WidgetHuman(poll_seconds=0.0, timeout=10)
+    seen = {}
+
+    def nothing_yet():
+        seen["cells"] = len(human.items.children)
+        seen["progress"] = human.progress.value
+
+    def choose():
+        for box, value in zip(dropdowns(human), [7, 0, 3], strict=True):
+            box.value = value
+        human.submit.click()
+
+    polls.extend([nothing_yet, nothing_yet, choose])
+    labels = human.label(np.zeros((3, 28, 28), np.uint8), progress="已标注 0 / 3")
+    np.testing.assert_array_equal(labels, [7, 0, 3])
+    assert seen == {"cells": 3, "progress": "<b>已标注 0 / 3</b>"}
+    assert shown == [human.panel] and human.status.value == "已提交"
+    assert polls == [] and human.seconds > 0
+
+    polls.append(
+        lambda: [setattr(b, "value", 9) for b in dropdowns(human)] + [human.submit.click()]
+    )
+    np.testing.assert_array_equal(human.label(np.zeros((2, 28, 28))), [9, 9])
+    assert shown == [human.panel]  # the panel is shown once and reused
+
+
+def test_widget_submit_with_unlabelled_images_keeps_waiting(no_browser):
+    _, polls = no_browser
+    human = collab.WidgetHuman(poll_seconds=0.0, timeout=10)
+    status = []
+
+    def half_done():
+        dropdowns(human)[0].value = 5
+        human.submit.click()
+        status.append(human.status.value)
+
+    def done():
+        dropdowns(human)[1].value = 1
+        dropdowns(human)[2].value = 2
+        human.submit.click()
+
+    polls.extend([half_done, done])
+    np.testing.assert_array_equal(human.label(np.zeros((3, 28, 28))), [5, 1, 2])
+    assert len(status) == 1 and "还有 2 张没有标注" in status[0]
+    assert polls == []  # it waited for the second submit
+
+
+def test_widget_pick(no_browser):
+    _, polls = no_browser
+    human = collab.WidgetHuman(poll_seconds=0.0, timeout=10)
+
+    def choose():
+        human.items.children[0].value = 2
+        human.submit.click()
+
+    polls.append(choose)
+    assert human.pick(["a", "b", "c"]) == 2
+    polls.append(human.submit.click)  # the first option is selected by default
+    assert human.compare("x", "y") == 0
+
+
+def test_widget_times_out_when_nobody_answers(no_browser):
+    human = collab.WidgetHuman(poll_seconds=0.01, timeout=0.2)
+    with pytest.raises(TimeoutError, match=r"no answer within 0.2 s"):
+        human.label(np.zeros((2, 28, 28)))
