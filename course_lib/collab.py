@@ -199,6 +199,26 @@ def png_bytes(image, scale: int = 2) -> bytes:
     return buf.getvalue()
 
 
+def check_kernel_can_poll(version: str | None = None) -> None:
+    """Fail fast where ``jupyter_ui_poll`` cannot work: under ipykernel 7 a waiting cell never
+    sees the 提交 click (jupyter-ui-poll calls ``Kernel.do_one_iteration``, which 7.x removed or
+    bypasses with subshells), so the cell would hang for ever."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    if version is None:
+        try:
+            version = installed("ipykernel")
+        except PackageNotFoundError:
+            return  # not running under ipykernel: let jupyter_ui_poll try
+    if int(version.split(".")[0]) >= 7:
+        raise RuntimeError(
+            f"the widget person needs ipykernel < 7 (this kernel has {version}): jupyter-ui-poll "
+            "cannot receive widget clicks under ipykernel 7. Run  pip install 'ipykernel>=6,<7'  "
+            "in the kernel's environment and restart the kernel, or use HUMAN = \"terminal\"."
+        )
+
+
 class WidgetHuman:
     """A person in JupyterLab: a panel of ipywidgets, shown once and reused for every question.
 
@@ -209,6 +229,8 @@ class WidgetHuman:
 
     def __init__(self, poll_seconds: float = 0.05, timeout: float | None = None):
         import ipywidgets as w
+
+        check_kernel_can_poll()
 
         self.w, self.poll_seconds, self.timeout = w, poll_seconds, timeout
         self.progress = w.HTML()

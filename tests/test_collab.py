@@ -305,3 +305,10 @@ def test_widget_times_out_when_nobody_answers(no_browser):
     human = collab.WidgetHuman(poll_seconds=0.01, timeout=0.2)
     with pytest.raises(TimeoutError, match=r"no answer within 0.2 s"):
         human.label(np.zeros((2, 28, 28)))
+
+
+def test_widget_person_refuses_a_kernel_it_cannot_poll():
+    """Under ipykernel 7 jupyter-ui-poll never sees the click: fail fast with the fix, not hang."""
+    with pytest.raises(RuntimeError, match=r"ipykernel < 7.*pip install 'ipykernel>=6,<7'"):
+        collab.check_kernel_can_poll("7.4.0")
+    collab.check_kernel_can_poll("6.31.0")  # the version pyproject.toml pins for the dev extra

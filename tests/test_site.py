@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -34,37 +32,17 @@ from pathlib import Path
 
 import pytest
 
+from chromium import launched, missing
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 PRACTICE_CHAPTER = "notebooks/05a_vae_in_practice.html"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # Fonts with Chinese glyphs, as Chromium reports the font it used (CSS.getPlatformFontsForNode).
 CJK_FONT = re.compile(r"CJK|Han Sans|Han Serif|WenQuanYi|Noto Sans SC|Noto Serif SC|YaHei|PingFang")
-
-
-def missing(reason: str):
-    """Skip on a developer's machine; fail in CI, where .ci/run installs everything needed."""
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def find_chromium() -> str | None:
-    for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -112,17 +90,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def browser():
-    executable = find_chromium()
-    if executable is None:
-        missing("Chromium is not installed (Debian: apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright is not installed: run `make book` (installs the 'book' extra)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+    with launched() as browser:
         yield browser
-        browser.close()
 
 
 def site_pages(html: Path) -> list[str]:
