@@ -26,6 +26,7 @@ CHAPTERS = [
     "notebooks/05a_vae_in_practice",
     "notebooks/05b_gan_in_practice",
     "notebooks/05c_rnn_in_practice",
+    "notebooks/06a_annotation_lab",
     "notebooks/appendix_errata",
 ]
 COLAB_INSTALL = re.compile(r'"course-lib @ git\+(https://[^"\s]+?)(?:\.git)?"')
