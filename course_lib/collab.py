@@ -215,7 +215,7 @@ def check_kernel_can_poll(version: str | None = None) -> None:
         raise RuntimeError(
             f"the widget person needs ipykernel < 7 (this kernel has {version}): jupyter-ui-poll "
             "cannot receive widget clicks under ipykernel 7. Run  pip install 'ipykernel>=6,<7'  "
-            "in the kernel's environment and restart the kernel, or use HUMAN = \"terminal\"."
+            'in the kernel\'s environment and restart the kernel, or use HUMAN = "terminal".'
         )
 
 
