@@ -119,6 +119,12 @@ def predict_proba(pool_probs, neighbours):
     return jnp.mean(jnp.asarray(pool_probs)[jnp.asarray(neighbours)], axis=1)
 
 
+def accuracy(pool_probs, neighbours, labels) -> float:
+    """Accuracy on new images with true ``labels``, classified by their pool ``neighbours``."""
+    guess = np.argmax(np.asarray(predict_proba(pool_probs, neighbours)), axis=1)
+    return float(np.mean(guess == np.asarray(labels)))
+
+
 def uncertainty(probs, rule: str):
     """How unsure the classifier is of each image: higher means ask sooner."""
     probs = jnp.asarray(probs)

@@ -16,6 +16,7 @@ The steps, each a function the chapter calls:
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import time
 from collections.abc import Callable
 
@@ -23,7 +24,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from course_lib import active, collab, data, fd_lenet, files, gan, plotting, recipes, runs, vae
+from course_lib import (
+    active,
+    collab,
+    data,
+    fd_lenet,
+    files,
+    gan,
+    pixels,
+    plotting,
+    recipes,
+    runs,
+    vae,
+)
 
 FEATURES = ("pca", "vae", "pixels")
 
@@ -82,13 +95,13 @@ class Pool:
     graph: active.Graph
     test_images: np.ndarray
     test_labels: np.ndarray
+    test_features: np.ndarray
     test_neighbours: np.ndarray  # each test image's k nearest pool images
     feature_seconds: float
 
     def test_accuracy(self, probs) -> float:
         """Accuracy on the test split of the classifier whose pool probabilities are ``probs``."""
-        guess = np.argmax(np.asarray(active.predict_proba(probs, self.test_neighbours)), axis=1)
-        return float(np.mean(guess == self.test_labels))
+        return active.accuracy(probs, self.test_neighbours, self.test_labels)
 
     def simulated_person(self, error_rate: float = 0.03, seed: int = 0) -> collab.SimulatedHuman:
         """A simulated person who knows every pool image's label and errs at ``error_rate``."""
@@ -115,7 +128,7 @@ def vae_embedding(dataset: str, seed: int):
     centre, spread = means.mean(axis=0), means.std(axis=0) + 1e-6
 
     def embed(x):
-        codes = vae.encode(training.graphdef, state, (np.asarray(x) > 127).astype(np.float32))[0]
+        codes = vae.encode(training.graphdef, state, pixels.binarize(x))[0]
         return (np.asarray(codes) - centre) / spread
 
     return embed
@@ -138,9 +151,12 @@ def prepare_pool(recipe: AnnotationRecipe) -> Pool:
     features = np.asarray(embed(x_train), np.float32)
     seconds = time.perf_counter() - start
     graph = active.pool_graph(features, recipe.neighbours)
-    test_nbrs = np.asarray(active.nearest(embed(x_test), features, recipe.neighbours))
+    test_features = np.asarray(embed(x_test), np.float32)
+    test_nbrs = np.asarray(active.nearest(test_features, features, recipe.neighbours))
     y_train, y_test = np.asarray(y_train, np.int32), np.asarray(y_test, np.int32)
-    return Pool(x_train, y_train, features, embed, graph, x_test, y_test, test_nbrs, seconds)
+    return Pool(
+        x_train, y_train, features, embed, graph, x_test, y_test, test_features, test_nbrs, seconds
+    )
 
 
 @dataclasses.dataclass
@@ -216,11 +232,11 @@ def pseudo_labels(annotation: Annotation, share: float):
 
 def train_generator(recipe: recipes.GANRecipe, images, labels, progress: bool = False):
     """A label-conditioned GAN trained on ``images`` (uint8) with ``labels``; (Training, result)."""
-    x_test, _ = data.load(recipe.dataset, "test")
-    real = np.asarray(images, np.float32) / 127.5 - 1.0
-    labels = np.asarray(labels, np.int32)
-    config = gan.config_for(recipe.model, real.shape[1:], labels)
-    prepared = recipes.GANData(real, labels, labels, x_test.astype(np.float32) / 255, config, 0.0)
+    if recipe.conditioning != "labels":
+        raise ValueError(
+            f"the lab's generator is conditioned on labels, got {recipe.conditioning!r}"
+        )
+    prepared = recipes.prepare_gan(recipe, images, np.asarray(labels, np.int32))
     training = runs.setup_gan(recipe, prepared)
     return training, runs.fit(training, recipe, progress=progress, desc="conditional GAN")
 
@@ -258,17 +274,14 @@ def generated_data_gain(pool: Pool, annotation: Annotation, training, state, per
     """
     digits = np.repeat(np.arange(10), per_class).astype(np.int32)
     fake = pool.embed(np.round(draw(training, state, digits, seed=1) * 255).astype(np.uint8))
-    test = pool.embed(pool.test_images)
     given = np.flatnonzero(annotation.labels >= 0)
     k = pool.test_neighbours.shape[1]
 
+    test = pool.test_features
+
     def spreading(features, labels):
-        graph = active.pool_graph(features, k)
-        probs = active.spread(graph, labels)
-        guess = np.argmax(
-            np.asarray(active.predict_proba(probs, active.nearest(test, features, k))), 1
-        )
-        return float(np.mean(guess == pool.test_labels))
+        probs = active.spread(active.pool_graph(features, k), labels)
+        return active.accuracy(probs, active.nearest(test, features, k), pool.test_labels)
 
     def nearest(features, labels):
         guess = labels[np.asarray(active.nearest(test, features, 1))[:, 0]]
@@ -329,8 +342,6 @@ def run(recipe: AnnotationRecipe, human=None, out=None, progress: bool = False) 
 
 def save(out, annotation: Annotation, training, state, metrics: dict) -> None:
     """Write the lab's results to ``out`` (each file atomically)."""
-    import pathlib
-
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     given = np.flatnonzero(annotation.labels >= 0)

@@ -60,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("collab", help="the human-AI collaboration labs (chapter 6)")
     c.add_argument("lab", choices=["annotate"], help="annotate: label digits with active learning")
-    c.add_argument("--strategy", choices=active.STRATEGIES, default="kmeans")
-    c.add_argument("--budget", type=_positive_int, default=200, help="labels the person gives")
-    c.add_argument("--batch", type=_positive_int, default=20, help="labels per round")
+    lab = annotation.AnnotationRecipe()  # the defaults shown in --help
+    c.add_argument("--strategy", choices=active.STRATEGIES, help=f"default: {lab.strategy}")
+    c.add_argument("--budget", type=_positive_int, help=f"labels the person gives ({lab.budget})")
+    c.add_argument("--batch", type=_positive_int, help=f"labels per round ({lab.batch})")
     c.add_argument(
         "--human",
         choices=["simulated", "terminal"],
@@ -103,8 +104,12 @@ def cmd_train(args) -> dict:
 
 
 def cmd_collab(args) -> dict:
-    recipe = annotation.AnnotationRecipe(
-        strategy=args.strategy, budget=args.budget, batch=args.batch, seed=args.seed
+    recipe = recipes.with_overrides(
+        annotation.AnnotationRecipe(),
+        strategy=args.strategy,
+        budget=args.budget,
+        batch=args.batch,
+        seed=args.seed,
     )
     human = collab.TerminalHuman() if args.human == "terminal" else None
     out = args.out or f"runs/collab-{args.lab}"

@@ -349,6 +349,26 @@ def fd_lenet(images_a, images_b, classifier: FDClassifier) -> float:
     return frechet_distance(classifier.features(images_a), classifier.features(images_b))
 
 
+def fd_terms(images, real_images, classifier: FDClassifier) -> dict:
+    """FD-LeNet of ``images`` against ``real_images``, split into what makes it up.
+
+    ``mean_term`` is ||mu_g - mu_r||^2 and ``covariance_term`` the rest; ``total_variance`` and
+    ``real_total_variance`` are the traces of the two feature covariances: how far each set
+    spreads, summed over all directions (a smaller one means less varied images). Taught in
+    chapter 5 (05b_gan_in_practice) and used again in 6a (06a_annotation_lab).
+    """
+    feats, real = classifier.features(images), classifier.features(real_images)
+    fd = frechet_distance(feats, real)
+    mean_term = float(np.sum((feats.mean(0) - real.mean(0)) ** 2))
+    return {
+        "fd_lenet": fd,
+        "mean_term": mean_term,
+        "covariance_term": fd - mean_term,
+        "total_variance": float(np.trace(np.cov(feats, rowvar=False))),
+        "real_total_variance": float(np.trace(np.cov(real, rowvar=False))),
+    }
+
+
 def fd_lenet_floor(dataset: str, classifier: FDClassifier, n: int | None = None) -> float:
     """FD-LeNet between ``n`` real train and ``n`` real test images: what a perfect generator gets.
 

@@ -180,8 +180,12 @@ class GANData:
         return None if ids is None else np.bincount(ids) / len(ids)
 
 
-def prepare_gan(recipe: GANRecipe) -> GANData:
-    x_train, y_train = data.load(recipe.dataset, "train")
+def prepare_gan(recipe: GANRecipe, images=None, labels=None) -> GANData:
+    """The GAN's data: the dataset's training split, or the given uint8 ``images`` with their
+    ``labels`` (e.g. a person's labels and pseudo-labels, 06a_annotation_lab)."""
+    if (images is None) != (labels is None):
+        raise ValueError("pass both images and labels, or neither (the dataset's train split)")
+    x_train, y_train = data.load(recipe.dataset, "train") if images is None else (images, labels)
     x_test, _ = data.load(recipe.dataset, "test")
     real = x_train.astype(np.float32) / 127.5 - 1.0
     start = time.perf_counter()

@@ -40,6 +40,7 @@ def pool():
         graph=active.pool_graph(features, k),
         test_images=unique_images(len(test_labels), offset=10_000),
         test_labels=test_labels,
+        test_features=test_features,
         test_neighbours=np.asarray(active.nearest(test_features, features, k)),
         feature_seconds=0.0,
     )

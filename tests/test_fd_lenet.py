@@ -132,3 +132,18 @@ def test_fd_classifier_cache_is_reused_and_corrupt_files_are_retrained(tmp_path,
     assert second.test_accuracy == first.test_accuracy
     images = data.load("digits", "test").images[:50].astype(np.float32) / 255.0
     np.testing.assert_array_equal(second.features(images), first.features(images))
+
+
+def test_fd_terms_add_up_to_the_frechet_distance():
+    class Flatten:  # stands in for the classifier: its "features" are the pixels
+        def features(self, images):
+            return np.asarray(images, np.float64).reshape(len(images), -1)
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 2, 2))
+    fake = 0.5 * rng.normal(size=(400, 2, 2)) + 1.0  # shifted by 1, half the spread
+    terms = fd_lenet.fd_terms(fake, real, Flatten())
+    assert terms["mean_term"] + terms["covariance_term"] == pytest.approx(terms["fd_lenet"])
+    assert terms["mean_term"] == pytest.approx(4.0, rel=0.15)  # four features, each shifted by 1
+    assert terms["total_variance"] == pytest.approx(1.0, rel=0.15)  # 4 x 0.25
+    assert terms["real_total_variance"] == pytest.approx(4.0, rel=0.15)
