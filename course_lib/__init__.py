@@ -9,8 +9,9 @@ Foundations
 - ``files``        the one atomic file write (chapter 5.2)
 - ``parallel``     data parallelism over all local devices with ``jax.sharding`` (chapter 5.1)
 - ``plotting``     image grids and Chinese text in figures (chapter 1)
-- ``collab``       the person in the loop: one ``Human`` interface; simulated, widget and terminal
-                   people (chapter 6)
+- ``collab``       the person in the loop: one ``Human`` interface; simulated and terminal people
+                   (chapter 6)
+- ``widgets``      the person in JupyterLab: ipywidgets panels that wait for the answer (chapter 6)
 
 Data
 
@@ -31,6 +32,7 @@ Models and training
 - ``gan``          DCGAN / MLP GAN, losses and one jitted D-then-G step (chapters 3.2, 4.2, 5.2.2)
 - ``rnn``          character language model and time-series regressor (chapters 3.3, 4.3, 5.2.3)
 - ``active``       active learning: the label-spreading classifier and the query strategies (6.1)
+- ``population``   many settings of the forecaster trained at once with ``jax.vmap`` (6.4)
 - ``checkpoints``  orbax checkpoints keyed by tree path: the ``Checkpoint`` hook (chapter 5.2)
 - ``train``        the generic train step and one loop for all models, with hooks (chapter 5.2)
 
@@ -40,10 +42,12 @@ Recipes
 - ``runs``         how a recipe runs: set up, fit, evaluate, save (chapter 5)
 - ``annotation``   the annotation lab: pool, rounds of labelling, pseudo-labels, conditional GAN
                    (chapter 6.1-6.2)
+- ``tuning``       the tuning lab: validation years, trials, a person against random, grid and
+                   TPE search (chapter 6.4)
 
 Command line
 
-- ``cli``          ``python -m course_lib train``, ``collab annotate``, ``data list`` (5.1, 6)
+- ``cli``          ``python -m course_lib train``, ``collab annotate|tune``, ``data list`` (5.1, 6)
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,8 @@
-"""Command line: ``python -m course_lib train {vae,gan,rnn,forecast}``, ``collab annotate`` and
-``data list``.
+"""Command line: ``python -m course_lib train {vae,gan,rnn,forecast}``, ``collab {annotate,tune}``
+and ``data list``.
 
-Taught in chapter 5.1 (05a_vae_in_practice) and, for ``collab``, chapter 6 (06a_annotation_lab).
+Taught in chapter 5.1 (05a_vae_in_practice) and, for ``collab``, chapter 6 (06a_annotation_lab,
+06b_tuning_lab).
 The last line ``train`` and ``collab`` print to stdout is one JSON object with the run's metrics,
 so scripts can read it with ``tail -n 1``. Ctrl-C during training
 saves a checkpoint at the step reached and prints the command that resumes it (exit status 130).
@@ -15,7 +16,7 @@ import json
 import shlex
 import sys
 
-from course_lib import active, annotation, collab, data, recipes, runs, train
+from course_lib import active, annotation, collab, data, recipes, runs, train, tuning
 
 
 def _positive_int(text: str) -> int:
@@ -58,25 +59,36 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    c = sub.add_parser("collab", help="the human-AI collaboration labs (chapter 6)")
-    c.add_argument("lab", choices=["annotate"], help="annotate: label digits with active learning")
-    lab = annotation.AnnotationRecipe()  # the defaults shown in --help
-    c.add_argument("--strategy", choices=active.STRATEGIES, help=f"default: {lab.strategy}")
-    c.add_argument("--budget", type=_positive_int, help=f"labels the person gives ({lab.budget})")
-    c.add_argument("--batch", type=_positive_int, help=f"labels per round ({lab.batch})")
-    c.add_argument(
-        "--human",
-        choices=["simulated", "terminal"],
-        default="simulated",
-        help="who labels: a seeded simulated person (3%% errors) or you, at this terminal",
-    )
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--out", default=None, help="output directory (default: runs/collab-<lab>)")
-    c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_collab_parser(sub)
 
     d = sub.add_parser("data", help="datasets")
     d.add_argument("action", choices=["list"])
     return parser
+
+
+def add_collab_parser(sub) -> None:
+    """``collab annotate`` and ``collab tune``: the flags of the chapter-6 labs."""
+    c = sub.add_parser("collab", help="the human-AI collaboration labs (chapter 6)")
+    labs = c.add_subparsers(dest="lab", required=True)
+    a = labs.add_parser("annotate", help="label digits with active learning (06a)")
+    lab = annotation.AnnotationRecipe()  # the defaults shown in --help
+    a.add_argument("--strategy", choices=active.STRATEGIES, help=f"default: {lab.strategy}")
+    a.add_argument("--budget", type=_positive_int, help=f"labels the person gives ({lab.budget})")
+    a.add_argument("--batch", type=_positive_int, help=f"labels per round ({lab.batch})")
+    tu = labs.add_parser("tune", help="tune the CO2 forecaster: a person or a search (06b)")
+    tuned = tuning.TuningRecipe()
+    tu.add_argument("--strategy", choices=tuning.STRATEGIES, help=f"default: {tuned.strategy}")
+    tu.add_argument("--trials", type=_positive_int, help=f"settings tried ({tuned.trials})")
+    for p in (a, tu):
+        p.add_argument(
+            "--human",
+            choices=["simulated", "terminal"],
+            default="simulated",
+            help="who answers: a seeded simulated person, or you, at this terminal",
+        )
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", default=None, help="output directory (default: runs/collab-<lab>)")
+        p.add_argument("--no-progress", action="store_true", help="hide the progress output")
 
 
 def cmd_train(args) -> dict:
@@ -104,6 +116,15 @@ def cmd_train(args) -> dict:
 
 
 def cmd_collab(args) -> dict:
+    human = collab.TerminalHuman() if args.human == "terminal" else None
+    out = args.out or f"runs/collab-{args.lab}"
+    if args.lab == "tune":
+        recipe = recipes.with_overrides(
+            tuning.TuningRecipe(), strategy=args.strategy, trials=args.trials, seed=args.seed
+        )
+        if args.human == "terminal" and recipe.strategy != "human":
+            raise ValueError("--human terminal needs --strategy human (the searches ask no one)")
+        return tuning.run(recipe, human=human, out=out, progress=not args.no_progress)
     recipe = recipes.with_overrides(
         annotation.AnnotationRecipe(),
         strategy=args.strategy,
@@ -111,8 +132,6 @@ def cmd_collab(args) -> dict:
         batch=args.batch,
         seed=args.seed,
     )
-    human = collab.TerminalHuman() if args.human == "terminal" else None
-    out = args.out or f"runs/collab-{args.lab}"
     return annotation.run(recipe, human=human, out=out, progress=not args.no_progress)
 
 

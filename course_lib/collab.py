@@ -6,7 +6,9 @@ the model) and 交互反馈 (giving feedback). Each lab asks a :class:`Human` fo
 
 - ``label(images, progress) -> labels``: the digit in each image;
 - ``compare(a, b) -> 0 or 1``: which of two items is better;
-- ``pick(items) -> index``: the best of several items.
+- ``pick(items) -> index``: the best of several items;
+- ``tune(knobs, history) -> setting``: the next setting of some knobs to try, after seeing the
+  score of each setting tried so far.
 
 The kinds (``make_human``):
 
@@ -22,12 +24,13 @@ The kinds (``make_human``):
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+
+from course_lib import plotting
 
 KINDS = ("simulated", "widget", "terminal")
 NUM_CLASSES = 10
@@ -43,6 +46,8 @@ class Human(Protocol):
     def compare(self, a, b, progress: str = "") -> int: ...
 
     def pick(self, items, progress: str = "") -> int: ...
+
+    def tune(self, knobs: dict, history, progress: str = "", figure=None) -> dict: ...
 
 
 def _digest(image) -> bytes:
@@ -89,6 +94,7 @@ class SimulatedHuman:
         self.rng = np.random.default_rng(seed)
         self.seconds = 0.0
         self.errors = 0
+        self._plan, self._seen = None, 0
 
     def _needs(self, what: str, fn):
         if fn is None:
@@ -115,6 +121,69 @@ class SimulatedHuman:
     def compare(self, a, b, progress: str = "") -> int:
         return self.pick([a, b], progress)
 
+    def tune(self, knobs: dict, history, progress: str = "", figure=None) -> dict:
+        """The next setting of a person who tunes one knob at a time (:func:`knob_by_knob`).
+
+        ``history`` is the (setting, score) pairs so far, lower scores better; the first is the
+        start. ``figure`` (what a real person would look at) is not needed.
+        """
+        if self._plan is None or len(history) <= self._seen:
+            self._plan = knob_by_knob(knobs, *history[0], self.rng)
+            self._seen, setting = 1, next(self._plan)
+        else:
+            self._seen, setting = len(history), self._plan.send(history[-1][1])
+        self.seconds += self.seconds_per_answer
+        return setting
+
+
+def knob_by_knob(knobs: dict, start: dict, start_score: float, rng):
+    """How the simulated person tunes (a generator: send it each setting's score).
+
+    In a seeded order, the person takes one knob and moves it one value up or down (the
+    direction seeded too); a move that lowers the score is kept and repeated in the same
+    direction, one that does not is undone, and the other direction is tried once. After a
+    round of all knobs with no gain the person tries bolder changes, two knobs at once by one
+    value each from the best setting so far, until one helps (anywhere, once nothing near is
+    left). No setting is tried twice.
+    """
+    best, best_score = dict(start), start_score
+    tried = {_frozen(start)}
+
+    def attempt(candidate):
+        nonlocal best, best_score
+        tried.add(_frozen(candidate))
+        score = yield candidate
+        if score < best_score:
+            best, best_score = candidate, score
+        return best is candidate
+
+    def moved(name, by):
+        values = list(knobs[name])
+        return values[int(np.clip(values.index(best[name]) + by, 0, len(values) - 1))]
+
+    while True:
+        gained = False
+        for name in rng.permutation(list(knobs)):
+            for step in rng.permutation([-1, 1]):
+                went = False
+                while _frozen(c := {**best, name: moved(name, step)}) not in tried:
+                    if not (yield from attempt(c)):
+                        break
+                    went = gained = True
+                if went:
+                    break
+        for k in range(0 if gained else 10_000):  # bolder changes, until one helps
+            names = rng.choice(list(knobs), size=2, replace=False)
+            c = {**best, **{n: moved(n, rng.choice([-1, 1])) for n in names}}
+            if k >= 1000:  # every change near the best was tried: anywhere at all
+                c = {n: v[rng.integers(len(v))] for n, v in knobs.items()}
+            if _frozen(c) not in tried and (yield from attempt(c)):
+                break
+
+
+def _frozen(setting: dict) -> tuple:
+    return tuple(sorted(setting.items()))
+
 
 # --- terminal ------------------------------------------------------------------------------
 
@@ -123,9 +192,7 @@ _SHADES = " .:-=+*#%@"
 
 def ascii_art(images, per_row: int = 5) -> str:
     """Images in [0, 1] (or 0..255) as text, ``per_row`` side by side, each half-size, numbered."""
-    images = np.asarray(images, np.float32)
-    images = images / 255.0 if images.max() > 1.0 else images
-    small = images[:, ::2, ::2]
+    small = plotting.unit_range(images)[:, ::2, ::2]
     lines = []
     for start in range(0, len(small), per_row):
         group = small[start : start + per_row]
@@ -183,122 +250,39 @@ class TerminalHuman:
     def compare(self, a, b, progress: str = "") -> int:
         return self.pick([a, b], progress)
 
+    def tune(self, knobs: dict, history, progress: str = "", figure=None) -> dict:
+        last = history[-1][0]
+        for i, (setting, score) in enumerate(history, 1):
+            self.print_fn(
+                f"  [{i}] score {score:.4g}  " + " ".join(f"{k}={v:g}" for k, v in setting.items())
+            )
+        for name, values in knobs.items():
+            self.print_fn(f"  {name}: {' '.join(f'{v:g}' for v in values)}")
 
-# --- JupyterLab widgets --------------------------------------------------------------------
+        def parse(reply: str) -> dict:
+            setting = dict(last)
+            for word in reply.split():
+                name, _, text = word.partition("=")
+                if name not in knobs:
+                    raise ValueError(f"unknown knob {name!r}; the knobs are {', '.join(knobs)}")
+                match = [v for v in knobs[name] if text and _same(v, text)]
+                if not match:
+                    raise ValueError(
+                        f"{name} takes one of {' '.join(f'{v:g}' for v in knobs[name])}"
+                    )
+                setting[name] = match[0]
+            return setting
 
-
-def png_bytes(image, scale: int = 2) -> bytes:
-    """One grey image (values in [0, 1] or 0..255) as PNG bytes, enlarged ``scale`` times."""
-    import matplotlib.image
-
-    image = np.asarray(image, np.float32)
-    image = image / 255.0 if image.max() > 1.0 else image
-    buf = io.BytesIO()
-    big = np.kron(np.clip(image, 0, 1), np.ones((scale, scale), np.float32))
-    matplotlib.image.imsave(buf, big, cmap="gray", vmin=0.0, vmax=1.0, format="png")
-    return buf.getvalue()
-
-
-def check_kernel_can_poll(version: str | None = None) -> None:
-    """Fail fast where ``jupyter_ui_poll`` cannot work: under ipykernel 7 a waiting cell never
-    sees the 提交 click (jupyter-ui-poll calls ``Kernel.do_one_iteration``, which 7.x removed or
-    bypasses with subshells), so the cell would hang for ever."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
-
-    if version is None:
-        try:
-            version = installed("ipykernel")
-        except PackageNotFoundError:
-            return  # not running under ipykernel: let jupyter_ui_poll try
-    if int(version.split(".")[0]) >= 7:
-        raise RuntimeError(
-            f"the widget person needs ipykernel < 7 (this kernel has {version}): jupyter-ui-poll "
-            "cannot receive widget clicks under ipykernel 7. Run  pip install 'ipykernel>=6,<7'  "
-            'in the kernel\'s environment and restart the kernel, or use HUMAN = "terminal".'
+        return self._ask(
+            f"{progress} changes, e.g. {next(iter(knobs))}=... (empty: same again): ", parse
         )
 
 
-class WidgetHuman:
-    """A person in JupyterLab: a panel of ipywidgets, shown once and reused for every question.
-
-    Each call fills the panel, then waits (``jupyter_ui_poll.ui_events``) until 提交 is pressed.
-    ``poll_seconds`` is how long to wait between polls; ``timeout`` (seconds, None: forever)
-    stops a forgotten cell with an error instead of blocking the kernel for ever.
-    """
-
-    def __init__(self, poll_seconds: float = 0.05, timeout: float | None = None):
-        import ipywidgets as w
-
-        check_kernel_can_poll()
-
-        self.w, self.poll_seconds, self.timeout = w, poll_seconds, timeout
-        self.progress = w.HTML()
-        self.items = w.GridBox(layout=w.Layout(grid_template_columns="repeat(10, 70px)"))
-        self.status = w.HTML()
-        self.submit = w.Button(description="提交", button_style="primary", icon="check")
-        self.submit.on_click(self._on_submit)
-        self.panel = w.VBox([self.progress, self.items, w.HBox([self.submit, self.status])])
-        self.panel.add_class("course-lib-human")
-        self.seconds = 0.0
-        self._shown = False
-        self._read: Callable | None = None
-        self._answer = None
-
-    def _on_submit(self, _button) -> None:
-        try:
-            self._answer = self._read()
-        except ValueError as err:
-            self.status.value = f"<span style='color:#b00'>{err}</span>"
-
-    def _wait(self, read: Callable, progress: str):
-        from IPython.display import display
-        from jupyter_ui_poll import ui_events
-
-        self.progress.value, self.status.value = f"<b>{progress}</b>", ""
-        self._read, self._answer = read, None
-        if not self._shown:
-            display(self.panel)
-            self._shown = True
-        start = time.perf_counter()
-        with ui_events() as poll:
-            while self._answer is None:
-                if self.timeout is not None and time.perf_counter() - start > self.timeout:
-                    raise TimeoutError(f"no answer within {self.timeout} s; re-run the cell")
-                poll(20)
-                time.sleep(self.poll_seconds)
-        self.seconds += time.perf_counter() - start
-        self.status.value = "已提交"
-        return self._answer
-
-    def label(self, images, progress: str = "") -> np.ndarray:
-        w = self.w
-        options = [("?", -1)] + [(str(d), d) for d in range(NUM_CLASSES)]
-        choices = [
-            w.Dropdown(options=options, value=-1, layout=w.Layout(width="60px")) for _ in images
-        ]
-        cells = [
-            w.VBox([w.Image(value=png_bytes(img), format="png", width=56, height=56), c])
-            for img, c in zip(images, choices, strict=True)
-        ]
-        self.items.children = cells
-
-        def read() -> np.ndarray:
-            values = np.array([c.value for c in choices], np.int32)
-            if (values < 0).any():
-                raise ValueError(f"还有 {int((values < 0).sum())} 张没有标注")
-            return values
-
-        return self._wait(read, progress)
-
-    def pick(self, items, progress: str = "") -> int:
-        w = self.w
-        choice = w.RadioButtons(options=[(str(item), i) for i, item in enumerate(items)])
-        self.items.children = [choice]
-        return self._wait(lambda: int(choice.value), progress)
-
-    def compare(self, a, b, progress: str = "") -> int:
-        return self.pick([a, b], progress)
+def _same(value, text: str) -> bool:
+    try:
+        return abs(float(text) - value) <= 1e-9 * max(1.0, abs(value))
+    except ValueError:
+        return False
 
 
 def make_human(
@@ -317,6 +301,8 @@ def make_human(
     if kind == "simulated":
         return SimulatedHuman(answers, score, error_rate=error_rate, seed=seed)
     if kind == "widget":
+        from course_lib.widgets import WidgetHuman  # ipywidgets only where a person uses it
+
         return WidgetHuman(timeout=timeout)
     if kind == "terminal":
         return TerminalHuman()
@@ -327,4 +313,6 @@ def describe(human: Human) -> str:
     """A short name for reports: the kind, and a simulated person's error rate."""
     if isinstance(human, SimulatedHuman):
         return f"simulated (error_rate={human.error_rate:g})"
-    return {WidgetHuman: "widget", TerminalHuman: "terminal"}.get(type(human), type(human).__name__)
+    if isinstance(human, TerminalHuman):
+        return "terminal"
+    return getattr(human, "kind", type(human).__name__)

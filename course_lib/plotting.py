@@ -16,6 +16,7 @@ written without `label`) needs ``plotting.setup_cjk_font()`` first.
 from __future__ import annotations
 
 import glob
+import io
 import os
 import pathlib
 import warnings
@@ -176,15 +177,28 @@ def _tile(images, ncols: int, pad: int) -> np.ndarray:
     return grid
 
 
-def save_image_grid(images, path, ncols: int = 8) -> pathlib.Path:
-    """Write ``image_grid(images)`` as a PNG (white ink on black, as in MNIST), atomically."""
+def unit_range(images) -> np.ndarray:
+    """Grey images as float32 in [0, 1]: 0..255 values are divided by 255."""
+    images = np.asarray(images, np.float32)
+    return np.clip(images / 255.0 if images.max() > 1.0 else images, 0.0, 1.0)
+
+
+def png_bytes(image, scale: int = 2) -> bytes:
+    """One grey image (values in [0, 1] or 0..255) as PNG bytes, enlarged ``scale`` times."""
     import matplotlib.image
 
+    big = np.kron(unit_range(image), np.ones((scale, scale), np.float32))
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, big, cmap="gray", vmin=0.0, vmax=1.0, format="png")
+    return buf.getvalue()
+
+
+def save_image_grid(images, path, ncols: int = 8) -> pathlib.Path:
+    """Write ``image_grid(images)`` as a PNG (white ink on black, as in MNIST), atomically."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = _tile(images, ncols, pad=1)  # a picture without text: no font needed
     scale = max(1, 256 // grid.shape[1])  # small digits (8x8) are enlarged to stay visible
-    grid = np.kron(grid, np.ones((scale, scale), np.float32))
     with files.atomic_write(path) as f:
-        matplotlib.image.imsave(f, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
+        f.write(png_bytes(grid, scale))
     return path
