@@ -24,6 +24,7 @@ The kinds (``make_human``):
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -144,10 +145,11 @@ def knob_by_knob(knobs: dict, start: dict, start_score: float, rng):
     direction, one that does not is undone, and the other direction is tried once. After a
     round of all knobs with no gain the person tries bolder changes, two knobs at once by one
     value each from the best setting so far, until one helps (anywhere, once nothing near is
-    left). No setting is tried twice.
+    left). No setting is tried twice: once every one has been, it raises ValueError.
     """
     best, best_score = dict(start), start_score
     tried = {_frozen(start)}
+    total = math.prod(len(values) for values in knobs.values())
 
     def attempt(candidate):
         nonlocal best, best_score
@@ -162,6 +164,8 @@ def knob_by_knob(knobs: dict, start: dict, start_score: float, rng):
         return values[int(np.clip(values.index(best[name]) + by, 0, len(values) - 1))]
 
     while True:
+        if len(tried) >= total:  # else the search for an untried setting would never end
+            raise ValueError(f"every one of the {total} settings has been tried")
         gained = False
         for name in rng.permutation(list(knobs)):
             for step in rng.permutation([-1, 1]):

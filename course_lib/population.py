@@ -127,6 +127,12 @@ def _train(graphdef, params, opt_state, x, y, idx, steps, snapshot_steps, clip_n
     return jax.vmap(member)(params, opt_state, idx, steps, snapshot_steps)
 
 
+def compiled_versions() -> int:
+    """How many versions of the training loop ``jax.jit`` has compiled in this process: one per
+    shape (context, hidden) and chunk of members, whatever the learning rates, decays or steps."""
+    return _train._cache_size()
+
+
 @functools.partial(jax.jit, static_argnames="graphdef")
 def _predict(graphdef, params, x):
     return jax.vmap(lambda p: nnx.merge(graphdef, p)(x))(params)

@@ -127,7 +127,7 @@ class Lab:
         self.fit_values = train_values[:-months]
         # the scale of rnn.make_windows, from the years trained on only
         self.scale = float(np.std(self.fit_values[horizon:] - self.fit_values[:-horizon]))
-        self._windows, self._scores, self._tests = {}, {}, {}
+        self._windows, self._scores, self._tests, self._grid = {}, {}, {}, {}
         self._locks, self._guard = {}, threading.Lock()  # searches may share the lab (``search``)
 
     def _lock(self, key) -> threading.Lock:
@@ -161,14 +161,15 @@ class Lab:
             for s in settings
         ]
 
-    def _score(self, setting, pop, i: int, params, seconds: float) -> Trial:
-        """Score member ``i`` of ``pop``, with ``params`` (its own or a snapshot's)."""
+    def _score(self, setting, pop, i: int, params, seconds: float, cache=None) -> Trial:
+        """Score member ``i`` of ``pop``, with ``params`` (its own or a snapshot's), and keep
+        the score in ``cache`` (default: the trained settings that ``evaluate`` recalls)."""
         _, _, x_val, last, truth = self.windows(setting["context"])
         diverged = int(pop.diverged_at[i]) if pop.diverged_at[i] <= setting["steps"] else 0
         pred = last[:, None] + self.scale * pop.predict(x_val, population.member(params, i))[0]
         ok = not diverged and np.isfinite(pred).all()
         trial = Trial(0, setting, metrics.rmse(pred, truth) if ok else math.inf, diverged, seconds)
-        self._scores[_key(setting)] = (trial, pred)
+        (self._scores if cache is None else cache)[_key(setting)] = (trial, pred)
         return trial
 
     def evaluate(self, setting: dict) -> Trial:
@@ -198,15 +199,18 @@ class Lab:
         members = self._members(settings, base)
         pop = population.fit(base.model, members, x, y, base.batch_size, snapshot_steps=steps)
         seconds = (time.perf_counter() - start) / (len(settings) * len(steps))
+        # kept apart from ``evaluate``'s: a population's last float digits differ from a single
+        # run's, and searches running at once must not see one or the other by timing
         return [
-            self._score({**s, "steps": n}, pop, i, pop.snapshots[k], seconds)
+            self._score({**s, "steps": n}, pop, i, pop.snapshots[k], seconds, self._grid)
             for i, s in enumerate(settings)
             for k, n in enumerate(steps)
         ]
 
     def forecast(self, setting: dict) -> np.ndarray:
         """A tried setting's validation forecasts [origins, 12] in ppm."""
-        return self._scores[_key(check_setting(setting))][1]
+        key = _key(check_setting(setting))
+        return (self._scores if key in self._scores else self._grid)[key][1]
 
     def reveal(self, setting: dict) -> float:
         """Test RMSE (ppm) of ``setting`` retrained on all the training years: the test years'
@@ -262,6 +266,9 @@ def _random(lab: Lab, trials: int, human, seed: int, report: Callable) -> None:
 
 def _grid(lab: Lab, trials: int, human, seed: int, report: Callable) -> None:
     steps = KNOBS["steps"]
+    if trials > len(KNOBS["learning_rate"]) * len(steps):
+        size = len(KNOBS["learning_rate"]) * len(steps)
+        raise ValueError(f"the grid has {size} settings (learning rate x steps); got {trials=}")
     n_lr = min(len(KNOBS["learning_rate"]), math.ceil(trials / len(steps)))
     picks = np.unique(np.linspace(0, len(KNOBS["learning_rate"]) - 1, n_lr).round().astype(int))
     lrs = [KNOBS["learning_rate"][i] for i in picks]
@@ -273,19 +280,16 @@ def _tpe(lab: Lab, trials: int, human, seed: int, report: Callable) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no timestamped log lines
-    # Optuna's default is 10 random trials before TPE starts to model; a quarter of the budget
-    # leaves TPE most of a small one
+    # Optuna starts to model after 10 random trials by default; here after a quarter of the budget
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, trials // 4))
     study = optuna.create_study(sampler=sampler, direction="minimize")
     study.enqueue_trial(lab.start)
     for _ in range(trials):
         t = study.ask()
         setting = {name: t.suggest_categorical(name, values) for name, values in KNOBS.items()}
-        trial = report(lab.evaluate(setting))
-        if math.isfinite(trial.val_rmse):
-            study.tell(t, trial.val_rmse)
-        else:
-            study.tell(t, state=optuna.trial.TrialState.FAIL)
+        score = report(lab.evaluate(setting)).val_rmse
+        failed = optuna.trial.TrialState.FAIL  # a diverged run: TPE learns nothing from it
+        study.tell(t, score) if math.isfinite(score) else study.tell(t, state=failed)
 
 
 _STRATEGY_FNS = {"human": _human, "random": _random, "grid": _grid, "tpe": _tpe}
@@ -404,7 +408,6 @@ def run(recipe: TuningRecipe, human=None, out=None, progress: bool = True) -> di
         "seasonal_naive_rmse": round(lab.seasonal_naive_rmse(), 4),
         "vmap_speedup": round(timing["vmap_speedup"], 2),
         "population_speedup": round(timing["population_speedup"], 2),
-        "speedup_members": timing["members"],
         "train_seconds": round(sum(t.seconds for t in trials), 2),
         "seconds": round(time.perf_counter() - start, 2),
     }

@@ -1,4 +1,4 @@
-"""Headless Debian Chromium for the browser tests (test_site.py, test_widget_lab.py).
+"""Headless Debian Chromium for the browser tests (test_site.py, test_widget_*.py).
 
 Playwright drives the system's Chromium (``executable_path``: no browser download). Without
 Chromium or Playwright a browser test is skipped on a developer's machine and fails under CI

@@ -6,6 +6,9 @@ to a fresh directory for each test session, so tests never read or write the use
 next. A value the user has set is kept. This happens in pytest_configure, i.e. before any test
 module (and with it course_lib) is imported, so code that reads the variable at import time sees it
 too; subprocesses started by tests inherit it.
+
+The browser tests' fixtures live here too: ``browser`` (headless Chromium, tests/chromium.py) and
+``jupyter_lab`` (a `jupyter lab` server, tests/jupyter_lab.py).
 """
 
 from __future__ import annotations
@@ -54,3 +57,37 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def course_lib_data_dir() -> Path:
     """The COURSE_LIB_DATA directory of this test session (the user's own one if they set it)."""
     return Path(os.environ[DATA_ENV])
+
+
+# --- the browser tests (tests/chromium.py, tests/jupyter_lab.py) --------------------------------
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian Chromium driven by Playwright (skipped without it, except under CI)."""
+    from chromium import launched
+
+    with launched() as browser:
+        yield browser
+
+
+@pytest.fixture
+def jupyter_lab(tmp_path):
+    """A `jupyter lab` server serving the empty folder ``tmp_path / "lab"``, stopped (with its
+    kernels) after the test; skipped without JupyterLab or jupyter-ui-poll, except under CI."""
+    from chromium import missing
+    from jupyter_lab import Lab
+
+    try:
+        import jupyter_ui_poll  # noqa: F401
+        import jupyterlab  # noqa: F401
+    except ImportError as err:
+        missing(f"{err.name} is not installed: pip install -e '.[dev]'")
+    root = tmp_path / "lab"
+    root.mkdir()
+    server = Lab(root, tmp_path)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -27,6 +27,7 @@ CHAPTERS = [
     "notebooks/05b_gan_in_practice",
     "notebooks/05c_rnn_in_practice",
     "notebooks/06a_annotation_lab",
+    "notebooks/06b_tuning_lab",
     "notebooks/appendix_errata",
 ]
 COLAB_INSTALL = re.compile(r'"course-lib @ git\+(https://[^"\s]+?)(?:\.git)?"')

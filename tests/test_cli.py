@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from course_lib import annotation, cli, collab, gan, recipes
+from course_lib import annotation, cli, collab, gan, recipes, tuning
 
 
 def run(capsys, *argv):
@@ -350,3 +350,101 @@ def test_collab_annotate_writes_metrics_labels_and_samples(capsys, monkeypatch, 
     assert len(set(labels["index"])) == 60 and all(0 <= y <= 9 for y in labels["label"])
     assert labels["counts"] == [20, 40, 60] and len(labels["test_accuracy"]) == 3
     assert (tmp_path / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- collab tune ---------------------------------------------------------------------------
+
+TUNE_KEYS = (
+    "strategy", "trials", "best_val_rmse", "test_rmse", "default_test_rmse",
+    "seasonal_naive_rmse", "vmap_speedup", "train_seconds",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--trials", "0"], "--trials: must be a positive integer (at least 1), got 0"),
+        (["--trials", "many"], "--trials: expected a positive integer, got 'many'"),
+        (["--strategy", "nope"], "--strategy: invalid choice: 'nope'"),
+        (["--human", "widget"], "--human: invalid choice: 'widget'"),
+    ],
+)
+def test_collab_tune_rejects_bad_flags_and_writes_nothing(capsys, tmp_path, flags, message):
+    out_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        cli.main(["collab", "tune", *flags, "--out", str(out_dir), "--no-progress"])
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert message in err and out == ""
+    assert not out_dir.exists()
+
+
+def test_collab_tune_terminal_person_needs_the_human_strategy(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(tuning, "run", lambda *a, **k: pytest.fail("the lab should not run"))
+    out_dir = tmp_path / "run"
+    code, out, err = run(
+        capsys, "collab", "tune", "--human", "terminal", "--strategy", "grid",
+        "--out", str(out_dir),
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert "error: --human terminal needs --strategy human" in err
+    assert not out_dir.exists()
+
+
+def test_collab_tune_grid_with_more_trials_than_settings_is_an_error(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    code, out, err = run(
+        capsys, "collab", "tune", "--strategy", "grid", "--trials", "30",
+        "--out", str(out_dir), "--no-progress",
+    )  # fmt: skip
+    assert code == 2 and out == "" and "error: the grid has 24 settings" in err
+    assert not out_dir.exists()
+
+
+def test_collab_tune_passes_its_flags_to_the_lab(capsys, monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run(recipe, human=None, out=None, progress=True):
+        calls.append((recipe, human, out, progress))
+        print("trial   1  validation RMSE 0.800")  # the lab's lines come before the JSON
+        return {key: 1 for key in TUNE_KEYS} | {"strategy": recipe.strategy}
+
+    monkeypatch.setattr(tuning, "run", fake_run)
+    code, out, err = run(
+        capsys, "collab", "tune", "--strategy", "tpe", "--trials", "7", "--seed", "5",
+        "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert last_json(out)["strategy"] == "tpe" and set(last_json(out)) == set(TUNE_KEYS)
+    recipe, human, out_dir, progress = calls[-1]
+    assert isinstance(recipe, tuning.TuningRecipe)
+    assert (recipe.strategy, recipe.trials, recipe.seed) == ("tpe", 7, 5)
+    assert recipe.forecast == tuning.TuningRecipe().forecast  # the rest: the defaults
+    assert human is None and out_dir == str(tmp_path) and progress is False
+
+    code, out, _ = run(capsys, "collab", "tune", "--human", "terminal")
+    assert code == 0 and last_json(out)["strategy"] == "human"
+    recipe, human, out_dir, progress = calls[-1]
+    assert isinstance(human, collab.TerminalHuman) and out_dir == "runs/collab-tune"
+    assert recipe == tuning.TuningRecipe() and progress is True
+
+
+@pytest.mark.slow
+def test_collab_tune_grid_reports_validation_and_test(capsys, tmp_path):
+    code, out, err = run(
+        capsys, "collab", "tune", "--strategy", "grid", "--trials", "4",
+        "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 1  # --no-progress: the JSON only
+    result = last_json(out)
+    assert all(key in result for key in TUNE_KEYS), result
+    assert result["strategy"] == "grid" and result["trials"] == 4 and result["human"] is None
+    assert result["best_setting"]["learning_rate"] == 1e-3  # the one rate of a 4-trial grid
+    for key in ("best_val_rmse", "test_rmse", "default_test_rmse", "seasonal_naive_rmse"):
+        assert 0.0 < result[key] < 10.0, (key, result[key])  # ppm
+    assert result["vmap_speedup"] > 0 and result["train_seconds"] > 0
+    assert json.loads((tmp_path / "metrics.json").read_text()) == result
+    trials = json.loads((tmp_path / "trials.json").read_text())
+    assert [t["number"] for t in trials] == [1, 2, 3, 4]
+    assert min(t["val_rmse"] for t in trials) == pytest.approx(result["best_val_rmse"], abs=1e-4)

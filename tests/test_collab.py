@@ -6,7 +6,7 @@ import io
 import matplotlib.image
 import numpy as np
 import pytest
-from course_lib import collab
+from course_lib import collab, plotting, widgets
 
 
 def digit_images(n, seed=0):
@@ -104,6 +104,98 @@ def test_answer_key_looks_images_up_by_content():
         collab.answer_key(images, truth[:-1])
 
 
+# --- simulated tuning ----------------------------------------------------------------------
+
+# a toy of three knobs (5 x 3 x 4 = 60 settings) and a separable score, lowest (0) at OPTIMUM
+TOY = {"a": (0, 1, 2, 3, 4), "b": (10, 20, 30), "c": (0.1, 0.2, 0.3, 0.4)}
+OPTIMUM = {"a": 3, "b": 20, "c": 0.1}
+START = {"a": 0, "b": 30, "c": 0.4}
+
+
+def toy_score(setting):
+    return float(sum((TOY[k].index(setting[k]) - TOY[k].index(OPTIMUM[k])) ** 2 for k in TOY))
+
+
+def tuned(person, trials, start=START):
+    """The (setting, score) history of ``person`` tuning the toy for ``trials`` trials."""
+    history = [(start, toy_score(start))]
+    while len(history) < trials:
+        setting = person.tune(TOY, history, progress=f"trial {len(history)}")
+        history.append((setting, toy_score(setting)))
+    return history
+
+
+def notches(a, b):
+    """How far each knob of setting ``b`` is from ``a``, in positions of its values."""
+    return {k: abs(TOY[k].index(b[k]) - TOY[k].index(a[k])) for k in TOY}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_simulated_tuner_reaches_the_optimum_one_notch_at_a_time(seed):
+    person = collab.SimulatedHuman(seed=seed)
+    history = tuned(person, 12)
+    settings = [s for s, _ in history]
+    assert OPTIMUM in settings  # coordinate descent on a separable bowl: 9 moves at most
+    reached = settings.index(OPTIMUM)
+    for i in range(1, reached + 1):  # while it improves: one knob moved by one value
+        best = min(history[:i], key=lambda h: h[1])[0]
+        assert sorted(notches(best, settings[i]).values()) == [0, 0, 1], (i, settings[i])
+    assert all(set(s) == set(TOY) and all(s[k] in TOY[k] for k in TOY) for s in settings)
+    assert person.seconds == pytest.approx(2.0 * 11)  # its seconds_per_answer per answer
+
+
+def test_simulated_tuner_repeats_a_move_that_helps():
+    history = tuned(collab.SimulatedHuman(seed=0), 12)
+    settings = [s for s, _ in history]
+    checked = 0
+    for i in range(1, len(history) - 1):
+        if history[i][1] >= min(score for _, score in history[:i]):
+            continue  # not an improvement
+        before = min(history[:i], key=lambda h: h[1])[0]
+        (name,) = [k for k in TOY if settings[i][k] != before[k]]
+        step = TOY[name].index(settings[i][name]) - TOY[name].index(before[name])
+        further = TOY[name].index(settings[i][name]) + step
+        if 0 <= further < len(TOY[name]):  # the same knob again, the same way
+            assert settings[i + 1] == {**settings[i], name: TOY[name][further]}
+            checked += 1
+    assert checked >= 2  # the toy's start is three notches from the optimum in "a" and "c"
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_simulated_tuner_is_seeded(seed):
+    a = tuned(collab.SimulatedHuman(seed=seed), 15)
+    b = tuned(collab.SimulatedHuman(seed=seed), 15)
+    c = tuned(collab.SimulatedHuman(seed=seed + 1), 15)
+    assert a == b
+    assert [s for s, _ in a] != [s for s, _ in c]  # another seed, another order of knobs
+
+
+def test_simulated_tuner_never_repeats_a_setting_and_tries_them_all():
+    history = tuned(collab.SimulatedHuman(seed=1), 60)  # every one of the toy's 60 settings
+    keys = {tuple(sorted(s.items())) for s, _ in history}
+    assert len(keys) == 60
+    assert min(score for _, score in history) == 0.0
+
+
+def test_simulated_tuner_says_when_every_setting_was_tried():
+    person = collab.SimulatedHuman(seed=2)
+    history = tuned(person, 60)
+    with pytest.raises(ValueError, match="every one of the 60 settings has been tried"):
+        person.tune(TOY, [*history])
+
+
+def test_simulated_tuner_starts_afresh_for_a_new_start():
+    person = collab.SimulatedHuman(seed=0)
+    tuned(person, 8)
+    fresh = {"a": 4, "b": 10, "c": 0.3}
+    history = [(fresh, toy_score(fresh))]  # a history of one: a new session
+    first = person.tune(TOY, history)
+    assert sorted(notches(fresh, first).values()) == [0, 0, 1]
+    history.append((first, toy_score(first)))
+    best = min(history, key=lambda h: h[1])[0]
+    assert sorted(notches(best, person.tune(TOY, history)).values()) == [0, 0, 1]
+
+
 # --- terminal ------------------------------------------------------------------------------
 
 
@@ -124,6 +216,43 @@ class Script:
 def terminal(*replies):
     script = Script(*replies)
     return collab.TerminalHuman(input_fn=script.input, print_fn=script.print), script
+
+
+KNOBS = {"hidden": (16, 32, 64), "learning_rate": (1e-3, 3e-3, 1e-2), "weight_decay": (0.0, 1e-4)}
+LAST = {"hidden": 64, "learning_rate": 3e-3, "weight_decay": 0.0}
+HISTORY = [({"hidden": 16, "learning_rate": 1e-3, "weight_decay": 1e-4}, 2.5), (LAST, 1.25)]
+
+
+def test_terminal_tune_changes_the_knobs_named():
+    person, script = terminal("learning_rate=0.01 hidden=32")
+    setting = person.tune(KNOBS, HISTORY, progress="trial 2 / 20")
+    assert setting == {"hidden": 32, "learning_rate": 1e-2, "weight_decay": 0.0}
+    assert setting["learning_rate"] is KNOBS["learning_rate"][2]  # the knob's own value
+    assert isinstance(setting["hidden"], int)
+    assert HISTORY[-1][0] == LAST  # the last setting itself is not changed
+    printed = "\n".join(script.printed)
+    assert "[1] score 2.5  hidden=16 learning_rate=0.001 weight_decay=0.0001" in printed
+    assert "[2] score 1.25  hidden=64" in printed
+    assert "learning_rate: 0.001 0.003 0.01" in printed  # the values to choose from
+    assert "trial 2 / 20" in script.prompts[0] and len(script.prompts) == 1
+
+
+def test_terminal_tune_empty_reply_repeats_the_last_setting():
+    person, _ = terminal("")
+    assert person.tune(KNOBS, HISTORY) == LAST
+    person, _ = terminal("   weight_decay=1e-4  ")
+    assert person.tune(KNOBS, HISTORY) == {**LAST, "weight_decay": 1e-4}
+
+
+def test_terminal_tune_asks_again_after_a_bad_reply():
+    person, script = terminal("depth=3", "hidden=33", "hidden", "learning_rate=fast", "hidden=16")
+    assert person.tune(KNOBS, HISTORY) == {**LAST, "hidden": 16}
+    assert script.replies == [] and len(script.prompts) == 5
+    errors = [line for line in script.printed if "try again" in line]
+    assert len(errors) == 4
+    assert "unknown knob 'depth'; the knobs are hidden, learning_rate, weight_decay" in errors[0]
+    assert all("hidden takes one of 16 32 64" in line for line in errors[1:3])
+    assert "learning_rate takes one of 0.001 0.003 0.01" in errors[3]
 
 
 @pytest.mark.parametrize("reply", ["3 1 4", "314", "3,1,4", " 3, 1 4 "])
@@ -177,7 +306,7 @@ def test_make_human_builds_each_kind():
     assert isinstance(simulated, collab.SimulatedHuman) and simulated.error_rate == 0.1
     assert isinstance(collab.make_human("terminal"), collab.TerminalHuman)
     widget = collab.make_human("widget", timeout=7.0)  # built, not displayed
-    assert isinstance(widget, collab.WidgetHuman) and widget.timeout == 7.0
+    assert isinstance(widget, widgets.WidgetHuman) and widget.timeout == 7.0
     assert not widget._shown
     with pytest.raises(ValueError, match=r"human must be one of \('simulated', 'widget'"):
         collab.make_human("robot")
@@ -189,7 +318,7 @@ def test_describe_names_the_kind():
     )
     assert collab.describe(collab.SimulatedHuman(error_rate=0)) == "simulated (error_rate=0)"
     assert collab.describe(collab.TerminalHuman()) == "terminal"
-    assert collab.describe(collab.WidgetHuman()) == "widget"
+    assert collab.describe(widgets.WidgetHuman()) == "widget"
 
     class Someone:
         seconds = 0.0
@@ -200,13 +329,13 @@ def test_describe_names_the_kind():
 def test_png_bytes_is_an_enlarged_png():
     image = np.zeros((28, 28), np.uint8)
     image[:, 14:] = 255
-    data = collab.png_bytes(image, scale=3)
+    data = plotting.png_bytes(image, scale=3)
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     decoded = matplotlib.image.imread(io.BytesIO(data))
     assert decoded.shape[:2] == (84, 84)
     grey = decoded[..., 0]
     assert grey[:, :42].max() < 0.01 and grey[:, 42:].min() > 0.99
-    assert collab.png_bytes(np.full((8, 8), 0.5))[:4] == b"\x89PNG"
+    assert plotting.png_bytes(np.full((8, 8), 0.5))[:4] == b"\x89PNG"
 
 
 # --- widget, without a browser -------------------------------------------------------------
@@ -240,7 +369,7 @@ def dropdowns(human):
 
 def test_widget_label_returns_what_the_person_chose(no_browser):
     shown, polls = no_browser
-    human = collab.WidgetHuman(poll_seconds=0.0, timeout=10)
+    human = widgets.WidgetHuman(poll_seconds=0.0, timeout=10)
     seen = {}
 
     def nothing_yet():
@@ -268,7 +397,7 @@ def test_widget_label_returns_what_the_person_chose(no_browser):
 
 def test_widget_submit_with_unlabelled_images_keeps_waiting(no_browser):
     _, polls = no_browser
-    human = collab.WidgetHuman(poll_seconds=0.0, timeout=10)
+    human = widgets.WidgetHuman(poll_seconds=0.0, timeout=10)
     status = []
 
     def half_done():
@@ -289,7 +418,7 @@ def test_widget_submit_with_unlabelled_images_keeps_waiting(no_browser):
 
 def test_widget_pick(no_browser):
     _, polls = no_browser
-    human = collab.WidgetHuman(poll_seconds=0.0, timeout=10)
+    human = widgets.WidgetHuman(poll_seconds=0.0, timeout=10)
 
     def choose():
         human.items.children[0].value = 2
@@ -302,7 +431,7 @@ def test_widget_pick(no_browser):
 
 
 def test_widget_times_out_when_nobody_answers(no_browser):
-    human = collab.WidgetHuman(poll_seconds=0.01, timeout=0.2)
+    human = widgets.WidgetHuman(poll_seconds=0.01, timeout=0.2)
     with pytest.raises(TimeoutError, match=r"no answer within 0.2 s"):
         human.label(np.zeros((2, 28, 28)))
 
@@ -310,5 +439,75 @@ def test_widget_times_out_when_nobody_answers(no_browser):
 def test_widget_person_refuses_a_kernel_it_cannot_poll():
     """Under ipykernel 7 jupyter-ui-poll never sees the click: fail fast with the fix, not hang."""
     with pytest.raises(RuntimeError, match=r"ipykernel < 7.*pip install 'ipykernel>=6,<7'"):
-        collab.check_kernel_can_poll("7.4.0")
-    collab.check_kernel_can_poll("6.31.0")  # the version pyproject.toml pins for the dev extra
+        widgets.check_kernel_can_poll("7.4.0")
+    widgets.check_kernel_can_poll("6.31.0")  # the version pyproject.toml pins for the dev extra
+
+
+def test_widget_tune_answers_with_the_slider_moved(no_browser):
+    shown, polls = no_browser
+    human = widgets.WidgetHuman(poll_seconds=0.0, timeout=10)
+    figures, seen = [], {}
+
+    def figure():
+        figures.append(1)
+        return plotting.png_bytes(np.zeros((4, 4)))
+
+    def look_then_move():
+        seen["values"] = {n: s.value for n, s in human._sliders.items()}
+        seen["disabled"] = [s.disabled for s in human._sliders.values()]
+        seen["progress"] = human.progress.value
+        (panel,) = human.items.children
+        seen["table"] = panel.children[-1].value
+        seen["image"] = sum(isinstance(c, human.w.Image) for c in panel.children)
+        human._sliders["hidden"].value = 32
+
+    polls.extend([look_then_move])
+    setting = human.tune(KNOBS, HISTORY, progress="trial 2 / 20", figure=figure)
+    assert setting == {**LAST, "hidden": 32}
+    assert seen["values"] == LAST and seen["disabled"] == [False] * 3  # the last setting
+    assert seen["progress"] == "<b>trial 2 / 20</b>" and seen["image"] == 1 and figures == [1]
+    assert (
+        seen["table"].count("<tr") == 2
+        and "<tr style='font-weight:bold'><td>2</td>" in (seen["table"])
+    )  # the better (second) trial in bold
+    assert all(s.disabled for s in human._sliders.values())  # until the lab asks again
+    assert human.status.value == "训练中……" and shown == [human.panel] and polls == []
+    assert human.submit.layout.display == "none"  # no button: moving a slider is the answer
+
+
+def test_widget_tune_setting_the_sliders_is_not_an_answer(no_browser):
+    _, polls = no_browser
+    human = widgets.WidgetHuman(poll_seconds=0.0, timeout=10)
+    polls.append(lambda: setattr(human._sliders["learning_rate"], "value", 1e-2))
+    first = human.tune(KNOBS, HISTORY)
+    assert first == {**LAST, "learning_rate": 1e-2}
+    sliders = dict(human._sliders)
+    history = [*HISTORY, (first, 1.0)]
+    waited = []
+    polls.extend(
+        [
+            lambda: waited.append([s.disabled for s in sliders.values()]),
+            lambda: setattr(sliders["weight_decay"], "value", 1e-4),
+        ]
+    )
+    second = human.tune(KNOBS, history)
+    assert waited == [[False] * 3]  # enabled again, and moved to the last setting by the lab,
+    assert polls == []  # which was no answer: it waited for the person's move
+    assert second == {**first, "weight_decay": 1e-4}
+    assert human._sliders == sliders  # the same sliders, reused
+    assert all(s.disabled for s in sliders.values())
+
+
+def test_widget_tune_shows_a_diverged_trial(no_browser):
+    _, polls = no_browser
+    human = widgets.WidgetHuman(poll_seconds=0.0, timeout=10)
+    history = [*HISTORY, ({**LAST, "learning_rate": 1e-2}, float("inf"))]
+    tables = []
+
+    def move():
+        tables.append(human.items.children[0].children[-1].value)
+        human._sliders["hidden"].value = 16
+
+    polls.append(move)
+    assert human.tune(KNOBS, history) == {**LAST, "learning_rate": 1e-2, "hidden": 16}
+    assert "发散" in tables[0] and tables[0].count("<tr") == 3
