@@ -1,8 +1,7 @@
 """The tuning lab (模型调整): a person, or a search, chooses the CO2 forecaster's hyperparameters.
 
-Taught in chapter 6.4 (06b_tuning_lab), tied to the seed article's 6.4 时间序列预测. Its 2.2 says
-people 调整模型参数; what a person sets are the hyperparameters (``KNOBS``), and gradient descent
-then sets the parameters.
+Taught in chapter 6.4 (06b_tuning_lab). The seed's 2.2 says people 调整模型参数; what a person
+sets are the hyperparameters (``KNOBS``); gradient descent sets the parameters.
 
 The data are the training years of ``co2``, split once more: the last ``validation_months``
 (1987-1991) are the validation years that score every trial (the RMSE, in ppm, of the 12-month
@@ -10,15 +9,14 @@ forecasts from each of their months). The test years (1992-2001) stay hidden unt
 :meth:`Lab.reveal`, which retrains a setting on all the training years, as the quick recipe does,
 and scores it on them once.
 
-Strategies (``tune``), each with the same number of trials. Every setting is scored from one
-seed, so the scores are noisy: the best of many is optimistic (the winner's curse, see the
-chapter). All start from ``Lab.start``, the quick recipe with 500 steps (the grid contains it):
+Strategies (``tune``), each with the same number of trials, all from ``Lab.start`` (the grid
+contains it). Each setting is scored from one seed, so the best of many is optimistic (the
+winner's curse, see the chapter):
 
 - ``"human"``: a person of ``course_lib.collab`` (sliders, a terminal, or the simulated person,
   who changes one knob at a time and keeps what helps);
 - ``"random"``: every knob drawn uniformly from its values;
-- ``"grid"``: learning rate x steps, one vmapped population (``population``), the shorter runs
-  read from snapshots of the longest;
+- ``"grid"``: learning rate x steps, one vmapped population (``population``) with snapshots;
 - ``"tpe"``: Optuna's Tree-structured Parzen Estimator.
 """
 
@@ -36,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from course_lib import collab, data, files, metrics, population, recipes, rnn
+from course_lib.plotting import label
 
 KNOBS = {  # each slider's values, in order; the quick recipe's setting is among them
     "context": (12, 24, 36, 48),
@@ -357,9 +356,10 @@ def forecast_png(lab: Lab, trial: Trial) -> bytes:
         pred = lab.forecast(trial.setting)
         for origin in range(0, len(pred), 12):
             ax.plot(months[origin : origin + pred.shape[1]], pred[origin], color="C0", lw=2)
-    ax.set_title(f"trial {trial.number}: validation RMSE {trial.val_rmse:.3f} ppm", fontsize=9)
-    ax.set_xlabel("month of the validation years")
-    ax.set_ylabel("CO2 (ppm)")
+    score = f"{trial.val_rmse:.3f} ppm"
+    ax.set_title(label(f"试验 {trial.number}：验证 RMSE {score}", f"trial {trial.number}: {score}"))
+    ax.set_xlabel(label("验证年份的月份", "month of the validation years"))
+    ax.set_ylabel(label("CO2 浓度（ppm）", "CO2 (ppm)"))
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -389,6 +389,7 @@ def run(recipe: TuningRecipe, human=None, out=None, progress: bool = True) -> di
             print(f"trial {t.number:3d}  validation RMSE {t.val_rmse:.3f}  {shown}", flush=True)
 
     trials = tune(lab, recipe.strategy, recipe.trials, human, recipe.seed, on_trial)
+    who = (human and collab.describe(human)) or "simulated, knob by knob"
     winner = best(trials)
     test_rmse, default_test_rmse = lab.reveal_many([winner.setting, lab.default])
     model = with_setting(recipe.forecast, lab.start).model
@@ -398,7 +399,7 @@ def run(recipe: TuningRecipe, human=None, out=None, progress: bool = True) -> di
         "strategy": recipe.strategy,
         "trials": len(trials),
         "seed": recipe.seed,
-        "human": collab.describe(human) if recipe.strategy == "human" and human else None,
+        "human": who if recipe.strategy == "human" else None,
         "best_setting": winner.setting,
         "best_trial": winner.number,
         "best_val_rmse": round(winner.val_rmse, 4),
