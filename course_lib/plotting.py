@@ -177,6 +177,22 @@ def _tile(images, ncols: int, pad: int) -> np.ndarray:
     return grid
 
 
+def draw_forecasts(ax, truth, forecasts, months=None, names=None) -> None:
+    """A series' truth and 12-month forecasts from every 12th origin (chapter 6.4). ``truth``
+    and each of ``forecasts`` are [origins, horizon], one row per consecutive origin; x values
+    are ``months`` (default 0, 1, ...), legend entries ``names``."""
+    horizon = truth.shape[1]
+    months = np.arange(len(truth) + horizon - 1) if months is None else months
+    series = np.concatenate([truth[:, 0], truth[-1, 1:]])
+    ax.plot(months, series, color="k", lw=1, label=label("真实值", "truth"))
+    for k, pred in enumerate(forecasts):
+        for origin in range(0, len(pred), 12):
+            name = names[k] if names is not None and origin == 0 else None
+            ax.plot(
+                months[origin : origin + horizon], pred[origin], color=f"C{k}", lw=2, label=name
+            )
+
+
 def unit_range(images) -> np.ndarray:
     """Grey images as float32 in [0, 1]: 0..255 values are divided by 255."""
     images = np.asarray(images, np.float32)

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from course_lib import rnn, train
@@ -112,7 +113,7 @@ def _train(graphdef, params, opt_state, x, y, idx, steps, snapshot_steps, clip_n
             p, o, losses, snaps = carry
             loss, grads = jax.value_and_grad(loss_fn)(p, (x[idx[i]], y[idx[i]]))
             updates, o = tx.update(grads, o, p)
-            p = jax.tree.map(lambda a, u: a + u, p, updates)
+            p = optax.apply_updates(p, updates)
             taken = snapshot_steps == i + 1  # [n_snapshots]: the slot this step fills, if any
             snaps = jax.tree.map(
                 lambda s, a: jnp.where(taken.reshape(-1, *[1] * a.ndim), a, s), snaps, p

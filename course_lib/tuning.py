@@ -3,18 +3,15 @@
 Taught in chapter 6.4 (06b_tuning_lab). The seed's 2.2 says people 调整模型参数; what a person
 sets are the hyperparameters (``KNOBS``); gradient descent sets the parameters.
 
-The data are the training years of ``co2``, split once more: the last ``validation_months``
-(1987-1991) are the validation years that score every trial (the RMSE, in ppm, of the 12-month
-forecasts from each of their months). The test years (1992-2001) stay hidden until
-:meth:`Lab.reveal`, which retrains a setting on all the training years, as the quick recipe does,
-and scores it on them once.
+The training years of ``co2`` are split once more: the last ``validation_months`` (1987-1991)
+score every trial (RMSE in ppm of the 12-month forecasts). The test years (1992-2001) stay hidden
+until :meth:`Lab.reveal` retrains a setting on all the training years and scores it once.
 
 Strategies (``tune``), each with the same number of trials, all from ``Lab.start`` (the grid
 contains it). Each setting is scored from one seed, so the best of many is optimistic (the
 winner's curse, see the chapter):
 
-- ``"human"``: a person of ``course_lib.collab`` (sliders, a terminal, or the simulated person,
-  who changes one knob at a time and keeps what helps);
+- ``"human"``: a ``collab`` person (sliders, a terminal, or the simulated one-knob-at-a-time);
 - ``"random"``: every knob drawn uniformly from its values;
 - ``"grid"``: learning rate x steps, one vmapped population (``population``) with snapshots;
 - ``"tpe"``: Optuna's Tree-structured Parzen Estimator.
@@ -33,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from course_lib import collab, data, files, metrics, population, recipes, rnn
+from course_lib import collab, data, files, metrics, plotting, population, recipes, rnn
 from course_lib.plotting import label
 
 KNOBS = {  # each slider's values, in order; the quick recipe's setting is among them
@@ -154,22 +151,39 @@ class Lab:
             self._windows[context] = (x, y, x_val, last, truth)
         return self._windows[context]
 
-    def _members(self, settings, recipe):
-        return [
-            population.Member(s["learning_rate"], s["weight_decay"], recipe.seed, s["steps"])
-            for s in settings
+    def _fit(self, settings, x, y, seeds=None, snapshot_steps=()) -> population.Population:
+        """``settings`` (one shape) trained on (x, y) as one population; seeds: the recipe's."""
+        recipe = with_setting(self.recipe.forecast, settings[0])
+        seeds = [recipe.seed] * len(settings) if seeds is None else seeds
+        members = [
+            population.Member(s["learning_rate"], s["weight_decay"], seed, s["steps"])
+            for s, seed in zip(settings, seeds, strict=True)
         ]
+        capacity = max(KNOBS["steps"])
+        return population.fit(
+            recipe.model, members, x, y, recipe.batch_size, snapshot_steps, capacity
+        )
 
-    def _score(self, setting, pop, i: int, params, seconds: float, cache=None) -> Trial:
-        """Score member ``i`` of ``pop``, with ``params`` (its own or a snapshot's), and keep
-        the score in ``cache`` (default: the trained settings that ``evaluate`` recalls)."""
+    def _validate(self, setting, pop, i: int, params) -> tuple[float, int, np.ndarray]:
+        """(validation RMSE or inf, divergence step, forecasts in ppm) of ``pop``'s member i."""
         _, _, x_val, last, truth = self.windows(setting["context"])
         diverged = int(pop.diverged_at[i]) if pop.diverged_at[i] <= setting["steps"] else 0
         pred = last[:, None] + self.scale * pop.predict(x_val, population.member(params, i))[0]
         ok = not diverged and np.isfinite(pred).all()
-        trial = Trial(0, setting, metrics.rmse(pred, truth) if ok else math.inf, diverged, seconds)
+        return (metrics.rmse(pred, truth) if ok else math.inf), diverged, pred
+
+    def _score(self, setting, pop, i: int, params, seconds: float, cache=None) -> Trial:
+        """``_validate`` as a Trial, kept in ``cache`` (default: what ``evaluate`` recalls)."""
+        val, diverged, pred = self._validate(setting, pop, i, params)
+        trial = Trial(0, setting, val, diverged, seconds)
         (self._scores if cache is None else cache)[_key(setting)] = (trial, pred)
         return trial
+
+    def reseed(self, setting: dict, seeds) -> np.ndarray:
+        """Validation RMSEs of ``setting`` retrained with each seed: its luck (winner's curse)."""
+        setting, seeds = check_setting(setting), list(seeds)
+        pop = self._fit([setting] * len(seeds), *self.windows(setting["context"])[:2], seeds)
+        return np.array([self._validate(setting, pop, i, pop.params)[0] for i in range(len(seeds))])
 
     def evaluate(self, setting: dict) -> Trial:
         """Train ``setting`` on the fitting years (or recall it) and score it on validation."""
@@ -178,25 +192,19 @@ class Lab:
             if _key(setting) in self._scores:
                 return dataclasses.replace(self._scores[_key(setting)][0], seconds=0.0)
             start = time.perf_counter()
-            recipe = with_setting(self.recipe.forecast, setting)
-            x, y, *_ = self.windows(setting["context"])
-            members = self._members([setting], recipe)
-            capacity = max(KNOBS["steps"])  # one compiled loop for every number of steps
-            pop = population.fit(recipe.model, members, x, y, recipe.batch_size, (), capacity)
+            pop = self._fit([setting], *self.windows(setting["context"])[:2])
             return self._score(setting, pop, 0, pop.params, time.perf_counter() - start)
 
     def evaluate_grid(self, learning_rates, steps) -> list[Trial]:
         """Every (learning rate, steps) pair, the other knobs at the start: one population of the
         learning rates, trained for the most steps, with snapshots after the fewer steps."""
         start = time.perf_counter()
-        base = with_setting(self.recipe.forecast, self.start)
         steps = sorted(steps)
         settings = [
             {**self.start, "learning_rate": lr, "steps": steps[-1]} for lr in learning_rates
         ]
         x, y, *_ = self.windows(self.start["context"])
-        members = self._members(settings, base)
-        pop = population.fit(base.model, members, x, y, base.batch_size, snapshot_steps=steps)
+        pop = self._fit(settings, x, y, snapshot_steps=steps)
         seconds = (time.perf_counter() - start) / (len(settings) * len(steps))
         # kept apart from ``evaluate``'s: a population's last float digits differ from a single
         # run's, and searches running at once must not see one or the other by timing
@@ -218,12 +226,8 @@ class Lab:
         with self._lock(("test", _key(setting))):
             if _key(setting) in self._tests:
                 return self._tests[_key(setting)]
-            recipe = with_setting(self.recipe.forecast, setting)
-            prepared = recipes.prepare_forecast(recipe)
-            pop = population.fit(
-                recipe.model, self._members([setting], recipe), prepared.x, prepared.y,
-                recipe.batch_size, capacity=max(KNOBS["steps"]),
-            )  # fmt: skip
+            prepared = recipes.prepare_forecast(with_setting(self.recipe.forecast, setting))
+            pop = self._fit([setting], prepared.x, prepared.y)
             pred = prepared.to_ppm(pop.predict(prepared.x_test)[0])
             ok = pop.diverged_at[0] == 0 and np.isfinite(pred).all()
             self._tests[_key(setting)] = metrics.rmse(pred, prepared.truth) if ok else math.inf
@@ -349,13 +353,9 @@ def forecast_png(lab: Lab, trial: Trial) -> bytes:
 
     fig = matplotlib.figure.Figure(figsize=(6, 2.6), dpi=80)
     ax = fig.subplots()
-    _, _, _, _, truth = lab.windows(int(trial.setting["context"]))
-    months = np.arange(len(truth) + truth.shape[1] - 1)
-    ax.plot(months, np.concatenate([truth[:, 0], truth[-1, 1:]]), color="k", lw=1)
-    if math.isfinite(trial.val_rmse):
-        pred = lab.forecast(trial.setting)
-        for origin in range(0, len(pred), 12):
-            ax.plot(months[origin : origin + pred.shape[1]], pred[origin], color="C0", lw=2)
+    truth = lab.windows(trial.setting["context"])[4]
+    ok = math.isfinite(trial.val_rmse)
+    plotting.draw_forecasts(ax, truth, [lab.forecast(trial.setting)] if ok else [])
     score = f"{trial.val_rmse:.3f} ppm"
     ax.set_title(label(f"试验 {trial.number}：验证 RMSE {score}", f"trial {trial.number}: {score}"))
     ax.set_xlabel(label("验证年份的月份", "month of the validation years"))

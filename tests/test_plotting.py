@@ -148,3 +148,17 @@ def test_save_image_grid_writes_a_png_atomically_without_a_font(tmp_path, monkey
         plotting.save_image_grid(images[:1], path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["samples.png"], "no temporary file left"
+
+
+def test_draw_forecasts_draws_the_truth_and_every_twelfth_origin():
+    import matplotlib.figure
+
+    truth = np.arange(30, dtype=float)[:, None] + np.arange(12)  # 30 origins, one month apart
+    ax = matplotlib.figure.Figure().subplots()
+    plotting.draw_forecasts(ax, truth, [truth + 1, truth - 1], names=["a", "b"])
+    lines = ax.get_lines()
+    assert len(lines) == 1 + 2 * 3  # the truth, then origins 0, 12, 24 of each forecast
+    np.testing.assert_array_equal(lines[0].get_ydata(), np.arange(41))  # 30 + 12 - 1 months
+    np.testing.assert_array_equal(lines[2].get_xdata(), np.arange(12, 24))
+    labels = [line.get_label() for line in lines[1:]]
+    assert labels[0] == "a" and labels[3] == "b" and labels[1].startswith("_")

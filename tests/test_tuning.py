@@ -270,6 +270,17 @@ def test_lab_evaluate_trains_once_per_setting():
         lab.forecast({**CHEAP, "hidden": 32})  # not tried
 
 
+def test_reseed_scores_fresh_seeds_as_one_population():
+    lab = tuning.Lab()
+    calm = {**CHEAP, "learning_rate": 2e-3}  # large rates make rounding differences snowball
+    recipe_seed = lab.recipe.forecast.seed
+    scores = lab.reseed(calm, seeds=[recipe_seed, recipe_seed + 1, recipe_seed + 2])
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+    assert len(set(scores.round(6))) == 3  # each seed its own run
+    # the recipe's own seed is the trial itself, up to a batched product's rounding
+    assert scores[0] == pytest.approx(lab.evaluate(calm).val_rmse, rel=1e-3)
+
+
 def test_lab_rejects_a_validation_span_it_cannot_use():
     with pytest.raises(ValueError, match="validation_months must be in 12.."):
         tuning.Lab(tuning.TuningRecipe(validation_months=6))
