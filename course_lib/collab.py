@@ -211,6 +211,8 @@ def ascii_art(images, per_row: int = 5) -> str:
 class TerminalHuman:
     """A person at a terminal: images as text art, answers typed after a prompt."""
 
+    kind = "terminal"  # what ``describe`` reports
+
     def __init__(self, input_fn: Callable[[str], str] = input, print_fn: Callable = print):
         self.input_fn, self.print_fn = input_fn, print_fn
         self.seconds = 0.0
@@ -317,6 +319,4 @@ def describe(human: Human) -> str:
     """A short name for reports: the kind, and a simulated person's error rate."""
     if isinstance(human, SimulatedHuman):
         return f"simulated (error_rate={human.error_rate:g})"
-    if isinstance(human, TerminalHuman):
-        return "terminal"
     return getattr(human, "kind", type(human).__name__)
