@@ -5,7 +5,7 @@ names three ways people work with a generative model: 数据标注 (labelling da
 the model) and 交互反馈 (giving feedback). Each lab asks a :class:`Human` for one of
 
 - ``label(images, progress) -> labels``: the digit in each image;
-- ``compare(a, b) -> 0 or 1``: which of two items is better;
+- ``compare(a, b) -> 0, 1 or TIE``: which of two items is better, or neither;
 - ``pick(items) -> index``: the best of several items;
 - ``tune(knobs, history) -> setting``: the next setting of some knobs to try, after seeing the
   score of each setting tried so far.
@@ -35,6 +35,7 @@ from course_lib import plotting
 
 KINDS = ("simulated", "widget", "terminal")
 NUM_CLASSES = 10
+TIE = -1  # what ``compare`` returns when neither item is better
 
 
 class Human(Protocol):
@@ -75,7 +76,8 @@ class SimulatedHuman:
 
     A wrong label is one of the other classes, uniformly; a wrong comparison or pick is the other
     item or a random other one. ``score`` rates an item for ``compare`` and ``pick`` (higher is
-    better). ``seconds_per_answer`` is an assumption, not a measurement: about 2 s per digit.
+    better); ``compare`` answers TIE when the scores differ by at most ``tie_margin`` (None: never).
+    ``seconds_per_answer`` is an assumption, not a measurement: about 2 s per digit.
     """
 
     def __init__(
@@ -86,9 +88,11 @@ class SimulatedHuman:
         seconds_per_answer: float = 2.0,
         seed: int = 0,
         num_classes: int = NUM_CLASSES,
+        tie_margin: float | None = None,
     ):
         if not 0.0 <= error_rate < 1.0:
             raise ValueError(f"error_rate must be in [0, 1), got {error_rate}")
+        self.tie_margin = tie_margin
         self.answers, self.score = answers, score
         self.error_rate, self.seconds_per_answer = error_rate, seconds_per_answer
         self.num_classes = num_classes
@@ -120,6 +124,11 @@ class SimulatedHuman:
         return best
 
     def compare(self, a, b, progress: str = "") -> int:
+        if self.tie_margin is not None:
+            score = self._needs("score", self.score)
+            if abs(float(score(a)) - float(score(b))) <= self.tie_margin:
+                self.seconds += self.seconds_per_answer
+                return TIE
         return self.pick([a, b], progress)
 
     def tune(self, knobs: dict, history, progress: str = "", figure=None) -> dict:
@@ -243,8 +252,11 @@ class TerminalHuman:
         return self._ask(f"labels for images 1-{n} (digits, space-separated): ", parse)
 
     def pick(self, items, progress: str = "") -> int:
-        for i, item in enumerate(items, 1):
-            self.print_fn(f"[{i}] {item}")
+        if _are_images(items):
+            self.print_fn(ascii_art(np.asarray(items), per_row=4))
+        else:
+            for i, item in enumerate(items, 1):
+                self.print_fn(f"[{i}] {item}")
 
         def parse(reply: str):
             if not reply.strip().isdigit() or not 1 <= int(reply) <= len(items):
@@ -254,7 +266,18 @@ class TerminalHuman:
         return self._ask(f"{progress} best item (1-{len(items)}): ", parse)
 
     def compare(self, a, b, progress: str = "") -> int:
-        return self.pick([a, b], progress)
+        if _are_images([a, b]):
+            self.print_fn(ascii_art(np.asarray([a, b]), per_row=2))
+        else:
+            self.print_fn(f"[1] {a}\n[2] {b}")
+
+        def parse(reply: str) -> int:
+            answers = {"1": 0, "2": 1, "0": TIE, "=": TIE}
+            if reply.strip() not in answers:
+                raise ValueError("type 1 or 2 for the better one, or 0 (or =) for a tie")
+            return answers[reply.strip()]
+
+        return self._ask(f"{progress} better (1 or 2; 0 for a tie): ", parse)
 
     def tune(self, knobs: dict, history, progress: str = "", figure=None) -> dict:
         last = history[-1][0]
@@ -284,6 +307,10 @@ class TerminalHuman:
         )
 
 
+def _are_images(items) -> bool:
+    return len(items) > 0 and all(np.ndim(item) >= 2 for item in items)
+
+
 def _same(value, text: str) -> bool:
     try:
         return abs(float(text) - value) <= 1e-9 * max(1.0, abs(value))
@@ -298,14 +325,18 @@ def make_human(
     error_rate: float = 0.03,
     seed: int = 0,
     timeout: float | None = None,
+    tie_margin: float | None = None,
 ) -> Human:
     """A person of ``kind`` ("simulated", "widget" or "terminal"): the chapters' ``HUMAN``.
 
-    ``answers``, ``score``, ``error_rate`` and ``seed`` make the simulated person (the truth that
-    only it reads); ``timeout`` (seconds) bounds how long the widget waits for each answer.
+    ``answers``, ``score``, ``error_rate``, ``seed`` and ``tie_margin`` make the simulated person
+    (the truth that only it reads); ``timeout`` (seconds) bounds how long the widget waits
+    for each answer.
     """
     if kind == "simulated":
-        return SimulatedHuman(answers, score, error_rate=error_rate, seed=seed)
+        return SimulatedHuman(
+            answers, score, error_rate=error_rate, seed=seed, tie_margin=tie_margin
+        )
     if kind == "widget":
         from course_lib.widgets import WidgetHuman  # ipywidgets only where a person uses it
 

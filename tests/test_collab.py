@@ -427,7 +427,7 @@ def test_widget_pick(no_browser):
     polls.append(choose)
     assert human.pick(["a", "b", "c"]) == 2
     polls.append(human.submit.click)  # the first option is selected by default
-    assert human.compare("x", "y") == 0
+    assert human.pick(["x", "y"]) == 0
 
 
 def test_widget_times_out_when_nobody_answers(no_browser):
@@ -511,3 +511,221 @@ def test_widget_tune_shows_a_diverged_trial(no_browser):
     polls.append(move)
     assert human.tune(KNOBS, history) == {**LAST, "learning_rate": 1e-2, "hidden": 16}
     assert "发散" in tables[0] and tables[0].count("<tr") == 3
+
+
+# --- ties, terminal compare and image picks, widget buttons (the feedback lab, 06c) ---------
+
+
+def test_simulated_compare_ties_within_the_margin():
+    person = collab.SimulatedHuman(score=float, error_rate=0.0, tie_margin=0.25)
+    assert person.compare(1.0, 1.125) == collab.TIE == -1
+    assert person.compare(1.125, 1.0) == collab.TIE and person.compare(2.0, 2.0) == collab.TIE
+    assert person.compare(1.0, 1.25) == collab.TIE  # at most the margin: still a tie
+    assert person.compare(1.0, 1.5) == 1 and person.compare(1.5, 1.0) == 0
+    assert person.seconds == pytest.approx(6 * 2.0) and person.errors == 0
+    assert person.pick([1.0, 1.125]) == 1  # pick never ties
+
+    never = collab.SimulatedHuman(score=float, error_rate=0.0)  # tie_margin None: no ties
+    assert never.tie_margin is None and never.compare(2.0, 2.0) in (0, 1)
+    exact = collab.SimulatedHuman(score=float, error_rate=0.0, tie_margin=0.0)
+    assert exact.compare(2.0, 2.0) == collab.TIE and exact.compare(2.0, 2.001) == 1
+    with pytest.raises(ValueError, match="no score"):
+        collab.SimulatedHuman(tie_margin=0.1).compare(1, 2)
+
+
+def test_simulated_ties_are_no_errors_and_make_human_passes_the_margin():
+    person = collab.make_human("simulated", score=float, error_rate=0.5, seed=0, tie_margin=1.0)
+    assert person.tie_margin == 1.0
+    assert all(person.compare(0.0, 0.5) == collab.TIE for _ in range(200))  # no coin to err
+    assert person.errors == 0
+    answers = [person.compare(0.0, 5.0) for _ in range(2000)]
+    assert set(answers) == {0, 1} and abs(np.mean(answers) - 0.5) < 0.05
+
+
+@pytest.mark.parametrize(
+    "reply, answer", [("1", 0), ("2", 1), ("0", collab.TIE), ("=", collab.TIE), (" = ", -1)]
+)
+def test_terminal_compare_reads_a_winner_or_a_tie(reply, answer):
+    person, script = terminal(reply)
+    a, b = (
+        "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。",
+        "床前明月光，疑是地上霜。举头望明月，低头思故乡。",
+    )
+    assert person.compare(a, b, progress="第 3 / 300 对") == answer
+    assert script.printed == [f"[1] {a}\n[2] {b}"]
+    assert len(script.prompts) == 1 and "第 3 / 300 对" in script.prompts[0]
+    assert "0 for a tie" in script.prompts[0]
+
+
+def test_terminal_compare_asks_again_after_a_bad_reply():
+    person, script = terminal("3", "a", "", "12", "-1", "2")
+    assert person.compare("x", "y") == 1
+    assert script.replies == [] and len(script.prompts) == 6
+    errors = [line for line in script.printed if "try again" in line]
+    assert len(errors) == 5
+    assert all("type 1 or 2 for the better one, or 0 (or =) for a tie" in e for e in errors)
+
+
+def test_terminal_pick_and_compare_draw_images_as_ascii_art():
+    images = np.zeros((8, 28, 28), np.float32)
+    images[2] = 1.0  # the third one white
+    person, script = terminal("9", "3")
+    assert person.pick(list(images), progress="第 1 / 5 轮") == 2
+    art = script.printed[0]
+    assert art == collab.ascii_art(images, per_row=4)
+    lines = art.split("\n")
+    assert len(lines) == 2 * (1 + 14)  # two rows of four half-size images
+    assert all(f"[{i}]" in art for i in range(1, 9)) and "[9]" not in art
+    assert lines[1][32:46] == "@" * 14 and lines[1][:14] == " " * 14
+    assert "type a number from 1 to 8" in script.printed[1] and "(1-8)" in script.prompts[0]
+
+    person, script = terminal("=")
+    assert person.compare(images[0], images[2]) == collab.TIE
+    assert script.printed == [collab.ascii_art(images[[0, 2]], per_row=2)]
+    assert "[1]" in script.printed[0] and "[2]" in script.printed[0]
+
+
+def walk(widget):
+    """``widget`` and every widget inside it."""
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from walk(child)
+
+
+def buttons(human, text):
+    """The panel's buttons labelled ``text``, in order."""
+    return [b for b in walk(human.items) if getattr(b, "description", None) == text]
+
+
+def shown_html(human):
+    return " ".join(h.value for h in walk(human.items) if isinstance(h, human.w.HTML))
+
+
+POEMS = [
+    "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。",
+    "床前明月光，疑是地上霜。举头望明月，低头思故乡。",
+    "红豆生南国，春来发几枝。愿君多采撷，此物最相思。",
+]
+
+
+def test_widget_compare_answers_with_its_three_buttons(no_browser):
+    shown, polls = no_browser
+    human = widgets.WidgetHuman(poll_seconds=0.0, timeout=10)
+    seen = []
+
+    def click(text):
+        def step():
+            seen.append((human.progress.value, shown_html(human)))
+            assert human.submit.layout.display == "none"  # the buttons are the answer
+            buttons(human, text)[0].click()
+
+        return step
+
+    polls.extend([click("A 更好"), click("差不多"), click("B 更好")])
+    pairs = [(POEMS[0], POEMS[1]), (POEMS[1], POEMS[2]), (POEMS[2], POEMS[0])]
+    answers = [human.compare(a, b, f"第 {i} / 3 对") for i, (a, b) in enumerate(pairs, 1)]
+    assert answers == [0, collab.TIE, 1] and polls == []
+    assert [p for p, _ in seen] == [f"<b>第 {i} / 3 对</b>" for i in (1, 2, 3)]
+    first = seen[0][1]
+    assert "白日依山尽，<br>黄河入海流。<br>欲穷千里目，<br>更上一层楼。" in first
+    assert "床前明月光，" in first and "红豆" not in first and "红豆生南国" in seen[1][1]
+    assert [b.description for b in human._choices] == ["A 更好", "B 更好", "差不多"]
+    assert all(b.disabled for b in human._choices)  # answered: no second click
+    assert shown == [human.panel] and human.status.value == "已选择" and human.seconds > 0
+
+
+def test_widget_compare_ignores_the_last_questions_buttons(no_browser):
+    _, polls = no_browser
+    human = widgets.WidgetHuman(poll_seconds=0.0, timeout=10)
+    polls.append(lambda: buttons(human, "A 更好")[0].click())
+    assert human.compare("x", "y") == 0
+    old = buttons(human, "A 更好")[0]
+    steps = []
+
+    def late_click():
+        old.click()  # a late second click on the answered question: no answer here
+        steps.append(buttons(human, "A 更好")[0] is not old)
+
+    def second_click():
+        new = buttons(human, "B 更好")[0]
+        new.click()
+        new.click()  # the second click of a double click changes nothing
+        buttons(human, "差不多")[0].click()
+
+    polls.extend([late_click, second_click])
+    assert human.compare("y", "z") == 1
+    assert steps == [True] and polls == []  # it waited for the new buttons
+    assert old.comm is None and old.layout.comm is None  # the last question's, closed
+    assert all(b.comm is not None for b in human._choices)
+    human.submit.click()  # no 提交 in a comparison: nothing happens
+
+
+def test_widget_compare_and_pick_images(no_browser):
+    _, polls = no_browser
+    human = widgets.WidgetHuman(poll_seconds=0.0, timeout=10)
+    images = [np.full((28, 28), i / 8, np.float32) for i in range(8)]
+    seen = {}
+
+    def pick_third():
+        imgs = [x for x in walk(human.items) if isinstance(x, human.w.Image)]
+        seen["images"] = [x.value for x in imgs]
+        seen["buttons"] = len(buttons(human, "选这张"))
+        buttons(human, "选这张")[2].click()
+
+    polls.append(pick_third)
+    assert human.pick(images, progress="第 1 / 4 轮") == 2
+    assert seen["buttons"] == 8 and len(seen["images"]) == 8
+    assert seen["images"][5] == plotting.png_bytes(images[5], 4)  # 112 px, shown at 100
+    assert human.items.layout.grid_template_columns == "repeat(8, 108px)"
+
+    def tie():
+        imgs = [x for x in walk(human.items) if isinstance(x, human.w.Image)]
+        seen["compared"] = [x.value for x in imgs]
+        buttons(human, "差不多")[0].click()
+
+    polls.append(tie)
+    assert human.compare(images[1], images[6]) == collab.TIE
+    assert seen["compared"] == [plotting.png_bytes(images[i], 7) for i in (1, 6)]
+
+
+def test_widget_lines_split_a_quatrain_into_its_four_lines():
+    assert widgets._lines(POEMS[0]) == [
+        "白日依山尽，",
+        "黄河入海流。",
+        "欲穷千里目，",
+        "更上一层楼。",
+    ]
+    assert widgets._lines("one line") == ["one line"]
+    assert widgets._lines("a,b.\nc") == ["a,", "b.", "c"]
+    assert widgets._lines("") == [""]
+
+
+def test_widget_wait_feeds_a_waiting_dispatcher_so_the_first_click_is_polled():
+    """Under "Run All", a cell queued behind a waiting one runs while ipykernel's dispatcher
+    waits on its tornado queue, which would hand it the first click (lost until the cell ends)."""
+    import asyncio
+    import itertools
+    import types
+
+    from tornado.queues import Queue
+
+    async def main():
+        queue = Queue()
+        kernel = types.SimpleNamespace(msg_queue=queue, _message_counter=itertools.count(5))
+        dispatcher = asyncio.ensure_future(queue.get())  # ipykernel's dispatch_queue, waiting
+        await asyncio.sleep(0)
+        widgets._feed_idle_dispatcher(kernel)
+        queue.put_nowait("click")
+        assert queue.get_nowait() == "click"  # what poll reads: the click, not lost
+        index, dispatch, args = await dispatcher
+        assert index == 5 and args == () and await dispatch() is None  # it does nothing
+        widgets._feed_idle_dispatcher(kernel)  # nobody waiting: nothing to feed
+        assert queue.empty()
+
+        stolen = asyncio.ensure_future(queue.get())  # without the message that does nothing
+        await asyncio.sleep(0)
+        queue.put_nowait("click")
+        assert queue.empty() and await stolen == "click"
+
+    asyncio.run(main())
+    widgets._feed_idle_dispatcher()  # outside a kernel: nothing to do
