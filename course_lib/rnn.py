@@ -239,7 +239,11 @@ def _sample_ids(graphdef, state, key, prompt_ids, n, max_len, top_k, temperature
             kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
             logits = jnp.where(logits < kth, -jnp.inf, logits)
         key, sub = jax.random.split(key)
-        drawn = jax.random.categorical(sub, logits).astype(jnp.int32)
+        # Inverse-CDF sampling: one uniform number per row, where jax.random.categorical draws
+        # one Gumbel number per vocabulary entry (about 3x slower on a CPU for 3,500 characters).
+        cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+        u = jax.random.uniform(sub, (n, 1)) * cdf[:, -1:]
+        drawn = jnp.minimum(jnp.sum(cdf <= u, axis=-1), logits.shape[-1] - 1).astype(jnp.int32)
         nxt = jnp.where(t < n_prompt, forced[t], drawn)
         return (carries, nxt, key), nxt
 

@@ -16,15 +16,30 @@ a chapter can call one by one:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pathlib
 import shutil
+import warnings
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 
-from course_lib import fd_lenet, files, gan, metrics, ngram, plotting, recipes, rnn, train, vae
+from course_lib import (
+    data,
+    fd_lenet,
+    files,
+    gan,
+    metrics,
+    ngram,
+    plotting,
+    recipes,
+    rnn,
+    train,
+    vae,
+)
 from course_lib.recipes import (
     ForecastData,
     ForecastRecipe,
@@ -302,3 +317,55 @@ def run(model: str, recipe=None, out=None, resume=False, progress=True, prepared
         files.write_json(out / "history.json", res.history)
         files.write_json(out / "metrics.json", result)
     return result
+
+
+# --- trained models, cached ------------------------------------------------------------------
+
+CACHE_VERSION = "v2"  # bump when a change of code changes what a recipe trains or reports
+
+
+@dataclasses.dataclass
+class Trained:
+    """A model trained by a recipe (:func:`trained`): its data, graph, state and metrics."""
+
+    recipe: Any
+    prepared: Any
+    graphdef: Any
+    state: Any
+    metrics: dict
+    from_cache: bool
+
+
+def cache_path(model: str, recipe) -> pathlib.Path:
+    """Where :func:`trained` keeps ``model`` trained by ``recipe``: named by a hash of the
+    recipe, so a changed recipe (steps, seed, config) trains anew."""
+    digest = hashlib.sha256(f"{CACHE_VERSION} {model} {recipe!r}".encode()).hexdigest()[:16]
+    return data.cache_dir() / "models" / f"{model}-{digest}.npz"
+
+
+def trained(model: str, recipe=None, progress: bool = False) -> Trained:
+    """``model`` trained by ``recipe`` (default: the quick one), from the disk cache if there.
+
+    The first call trains as :func:`run` does and saves the state and the metrics (atomically)
+    at :func:`cache_path`; later calls, in any process, load them in a second. Chapter 6.5
+    (06c_feedback_lab) starts from the chapter-5 models this way. An unreadable cache file is
+    trained over with a warning.
+    """
+    steps = MODELS[model]
+    recipe = recipes.QUICK[model] if recipe is None else recipe
+    prepared = steps.prepare(recipe)
+    training = steps.setup(recipe, prepared)
+    path = cache_path(model, recipe)
+    if path.exists():
+        try:
+            state, result = files.load_tree(path, training.state)
+            return Trained(recipe, prepared, training.graphdef, state, result, True)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            warnings.warn(
+                f"model cache {path} is unreadable ({err!r}); training anew", stacklevel=2
+            )
+    res = fit(training, recipe, None, progress, desc=model)
+    result = {"model": model, "dataset": recipe.dataset, "seed": recipe.seed, **timing(res)}
+    result |= steps.evaluate(recipe, prepared, training, res)
+    files.save_tree(path, res.state, result)
+    return Trained(recipe, prepared, training.graphdef, res.state, result, False)
