@@ -25,6 +25,7 @@ Measures
 - ``ngram``        the Kneser-Ney character n-gram baseline (chapter 5.2.3)
 - ``fd_lenet``     FD-LeNet: a small digit classifier, its cache, the distance and class coverage
                    (chapter 5.2.2)
+- ``poetics``      the form of a five-character quatrain with pypinyin: rhyme, tones, features (6.5)
 
 Models and training
 
@@ -33,6 +34,8 @@ Models and training
 - ``rnn``          character language model and time-series regressor (chapters 3.3, 4.3, 5.2.3)
 - ``active``       active learning: the label-spreading classifier and the query strategies (6.1)
 - ``population``   many settings of the forecaster trained at once with ``jax.vmap`` (6.4)
+- ``preference``   learning from comparisons: Bradley-Terry reward model, best-of-n, REINFORCE
+                   with a KL penalty (6.5)
 - ``checkpoints``  orbax checkpoints keyed by tree path: the ``Checkpoint`` hook (chapter 5.2)
 - ``train``        the generic train step and one loop for all models, with hooks (chapter 5.2)
 
@@ -44,10 +47,14 @@ Recipes
                    (chapter 6.1-6.2)
 - ``tuning``       the tuning lab: validation years, trials, a person against random, grid and
                    TPE search (chapter 6.4)
+- ``feedback``     the feedback lab, poems: comparisons, reward model, fine-tuning (chapter 6.5)
+- ``latent_search`` the feedback lab, images: a person steers a search in the VAE's latent space
+                   (chapter 6.5)
 
 Command line
 
-- ``cli``          ``python -m course_lib train``, ``collab annotate|tune``, ``data list`` (5.1, 6)
+- ``cli``          ``python -m course_lib train``, ``collab annotate|tune|feedback``, ``data list``
+                   (5.1, 6)
 """
 
 __version__ = "0.1.0"

@@ -1,8 +1,8 @@
-"""Command line: ``python -m course_lib train {vae,gan,rnn,forecast}``, ``collab {annotate,tune}``
-and ``data list``.
+"""Command line: ``python -m course_lib train {vae,gan,rnn,forecast}``,
+``collab {annotate,tune,feedback}`` and ``data list``.
 
 Taught in chapter 5.1 (05a_vae_in_practice) and, for ``collab``, chapter 6 (06a_annotation_lab,
-06b_tuning_lab).
+06b_tuning_lab, 06c_feedback_lab).
 The last line ``train`` and ``collab`` print to stdout is one JSON object with the run's metrics,
 so scripts can read it with ``tail -n 1``. Ctrl-C during training
 saves a checkpoint at the step reached and prints the command that resumes it (exit status 130).
@@ -13,10 +13,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pathlib
 import shlex
 import sys
 
-from course_lib import active, annotation, collab, data, recipes, runs, train, tuning
+from course_lib import (
+    active,
+    annotation,
+    collab,
+    data,
+    feedback,
+    files,
+    latent_search,
+    recipes,
+    runs,
+    train,
+    tuning,
+)
 
 
 def _positive_int(text: str) -> int:
@@ -79,7 +92,14 @@ def add_collab_parser(sub) -> None:
     tuned = tuning.TuningRecipe()
     tu.add_argument("--strategy", choices=tuning.STRATEGIES, help=f"default: {tuned.strategy}")
     tu.add_argument("--trials", type=_positive_int, help=f"settings tried ({tuned.trials})")
-    for p in (a, tu):
+    fe = labs.add_parser("feedback", help="steer poems or a VAE search by preferences (06c)")
+    fe.add_argument("--part", choices=["poems", "latent"], required=True)
+    fe.add_argument(
+        "--comparisons",
+        type=_positive_int,
+        help=f"poems: pairs the person compares ({feedback.FeedbackRecipe().comparisons})",
+    )
+    for p in (a, tu, fe):
         p.add_argument(
             "--human",
             choices=["simulated", "terminal"],
@@ -118,6 +138,8 @@ def cmd_train(args) -> dict:
 def cmd_collab(args) -> dict:
     human = collab.TerminalHuman() if args.human == "terminal" else None
     out = args.out or f"runs/collab-{args.lab}"
+    if args.lab == "feedback":
+        return cmd_feedback(args, args.out or f"runs/collab-feedback-{args.part}")
     if args.lab == "tune":
         recipe = recipes.with_overrides(
             tuning.TuningRecipe(), strategy=args.strategy, trials=args.trials, seed=args.seed
@@ -133,6 +155,22 @@ def cmd_collab(args) -> dict:
         seed=args.seed,
     )
     return annotation.run(recipe, human=human, out=out, progress=not args.no_progress)
+
+
+def cmd_feedback(args, out) -> dict:
+    progress = not args.no_progress
+    if args.part == "latent":
+        if args.comparisons is not None:
+            raise ValueError("--comparisons applies to --part poems only")
+        recipe = latent_search.LatentRecipe(seed=args.seed)
+        result = latent_search.run(recipe, human_kind=args.human, progress=progress)
+        pathlib.Path(out).mkdir(parents=True, exist_ok=True)
+        files.write_json(pathlib.Path(out) / "metrics.json", result)
+        return result
+    recipe = recipes.with_overrides(
+        feedback.FeedbackRecipe(), comparisons=args.comparisons, seed=args.seed
+    )
+    return feedback.run(recipe, human_kind=args.human, progress=progress, out=out)
 
 
 def _resume_command(argv) -> str:

@@ -13,9 +13,9 @@ LIB = pathlib.Path(course_lib.__file__).parent
 LAYERS = [
     {"pixels", "files", "parallel", "plotting", "collab", "widgets"},
     {"readers", "downloads", "data"},
-    {"metrics", "ngram", "fd_lenet"},
-    {"vae", "gan", "rnn", "active", "population", "checkpoints", "train"},
-    {"recipes", "runs", "annotation", "tuning"},
+    {"metrics", "ngram", "fd_lenet", "poetics"},
+    {"vae", "gan", "rnn", "active", "population", "preference", "checkpoints", "train"},
+    {"recipes", "runs", "annotation", "tuning", "feedback", "latent_search"},
     {"cli", "__main__"},
 ]
 MAX_MODULE_LINES = 420

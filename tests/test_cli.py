@@ -448,3 +448,131 @@ def test_collab_tune_grid_reports_validation_and_test(capsys, tmp_path):
     trials = json.loads((tmp_path / "trials.json").read_text())
     assert [t["number"] for t in trials] == [1, 2, 3, 4]
     assert min(t["val_rmse"] for t in trials) == pytest.approx(result["best_val_rmse"], abs=1e-4)
+
+
+# --- collab feedback -----------------------------------------------------------------------
+
+FEEDBACK_KEYS = (
+    "comparisons", "reward_model_accuracy", "win_rate_vs_base", "kl_to_base", "form_ok_fraction",
+    "val_bpc_base", "val_bpc_tuned", "rhyme_rate_base", "rhyme_rate_tuned",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ([], "the following arguments are required: --part"),
+        (["--part", "prose"], "--part: invalid choice: 'prose'"),
+        (["--part", "poems", "--comparisons", "0"], "--comparisons: must be a positive integer"),
+        (["--part", "poems", "--human", "widget"], "--human: invalid choice: 'widget'"),
+    ],
+)
+def test_collab_feedback_rejects_bad_flags_and_writes_nothing(capsys, tmp_path, flags, message):
+    out_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        cli.main(["collab", "feedback", *flags, "--out", str(out_dir), "--no-progress"])
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert message in err and out == ""
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--part", "poems", "--comparisons", "5"], "error: comparisons must be at least 8, got 5"),
+        (
+            ["--part", "latent", "--comparisons", "40"],
+            "error: --comparisons applies to --part poems",
+        ),
+    ],
+)
+def test_collab_feedback_bad_settings_exit_2_before_the_lab(
+    capsys, monkeypatch, tmp_path, flags, message
+):
+    for lab in (cli.feedback, cli.latent_search):
+        monkeypatch.setattr(lab, "run", lambda *a, **k: pytest.fail("the lab should not run"))
+    out_dir = tmp_path / "run"
+    code, out, err = run(capsys, "collab", "feedback", *flags, "--out", str(out_dir))
+    assert code == 2 and out == "" and message in err
+    assert not out_dir.exists()
+
+
+def test_collab_feedback_poems_passes_its_flags_to_the_lab(capsys, monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run(recipe, human_kind="simulated", progress=False, out=None):
+        calls.append((recipe, human_kind, progress, out))
+        print("50 comparisons")  # the lab's lines come before the JSON
+        return {key: 1 for key in FEEDBACK_KEYS} | {"comparisons": recipe.comparisons}
+
+    monkeypatch.setattr(cli.feedback, "run", fake_run)
+    code, out, err = run(
+        capsys, "collab", "feedback", "--part", "poems", "--comparisons", "40", "--seed", "7",
+        "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert last_json(out)["comparisons"] == 40 and set(last_json(out)) == set(FEEDBACK_KEYS)
+    recipe, human_kind, progress, out_dir = calls[-1]
+    assert isinstance(recipe, cli.feedback.FeedbackRecipe)
+    assert (recipe.comparisons, recipe.seed) == (40, 7)
+    assert recipe.rl == cli.feedback.FeedbackRecipe().rl  # the rest: the defaults
+    assert human_kind == "simulated" and progress is False and out_dir == str(tmp_path)
+
+    code, out, _ = run(capsys, "collab", "feedback", "--part", "poems", "--human", "terminal")
+    assert code == 0 and out.splitlines()[0] == "50 comparisons"
+    recipe, human_kind, progress, out_dir = calls[-1]
+    assert recipe == cli.feedback.FeedbackRecipe() and human_kind == "terminal"
+    assert progress is True and out_dir == "runs/collab-feedback-poems"
+
+
+def test_collab_feedback_latent_passes_its_flags_to_the_lab(capsys, monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run(recipe, human_kind="simulated", progress=False, **kwargs):
+        calls.append((recipe, human_kind, progress))
+        return {"rounds_to_target_pref": 6, "seed": recipe.seed}
+
+    monkeypatch.setattr(cli.latent_search, "run", fake_run)
+    monkeypatch.setattr(cli.feedback, "run", lambda *a, **k: pytest.fail("wrong part"))
+    out_dir = tmp_path / "latent"
+    code, out, err = run(
+        capsys, "collab", "feedback", "--part", "latent", "--seed", "5",
+        "--out", str(out_dir), "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert last_json(out) == {"rounds_to_target_pref": 6, "seed": 5}
+    recipe, human_kind, progress = calls[-1]
+    assert recipe == cli.latent_search.LatentRecipe(seed=5)
+    assert human_kind == "simulated" and progress is False
+    assert json.loads((out_dir / "metrics.json").read_text()) == last_json(out)
+
+    monkeypatch.chdir(tmp_path)  # the default --out is relative to the working directory
+    code, _, _ = run(capsys, "collab", "feedback", "--part", "latent", "--human", "terminal")
+    assert code == 0
+    recipe, human_kind, progress = calls[-1]
+    assert recipe == cli.latent_search.LatentRecipe() and human_kind == "terminal"
+    assert progress is True
+    assert (tmp_path / "runs" / "collab-feedback-latent" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_collab_feedback_poems_reports_the_reward_model_and_the_tuned_poems(capsys, tmp_path):
+    code, out, err = run(
+        capsys, "collab", "feedback", "--part", "poems", "--comparisons", "60", "--seed", "0",
+        "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    result = last_json(out)
+    assert all(key in result for key in FEEDBACK_KEYS), result
+    assert result["part"] == "poems" and result["comparisons"] == 60
+    assert result["human"] == "simulated (error_rate=0.1)"
+    for key in ("reward_model_accuracy", "win_rate_vs_base", "form_ok_fraction"):
+        assert 0.0 <= result[key] <= 1.0, (key, result[key])
+    for key in ("rhyme_rate_base", "rhyme_rate_tuned"):
+        assert 0.0 <= result[key] <= 1.0, (key, result[key])
+    assert result["kl_to_base"] >= 0.0
+    assert 0.0 < result["val_bpc_base"] < 20.0 and 0.0 < result["val_bpc_tuned"] < 20.0
+    assert json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8")) == result
+    samples = (tmp_path / "samples.txt").read_text(encoding="utf-8").splitlines()
+    assert len(samples) == 512 and sum(len(s) > 0 for s in samples) > 400
