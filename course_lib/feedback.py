@@ -7,7 +7,8 @@ recipe (``runs.trained("rnn")``: trained once, then loaded from the disk cache).
 
 The simulated person is :class:`PoemRater`, a reader of classical form with a documented taste:
 a weighted sum of ``poetics.FEATURES`` (:data:`RATER_WEIGHTS`) plus *fluency*, how much a poem
-reads like the Tang corpus to a Kneser-Ney 3-gram model trained on it. The person answers through
+reads like the Tang corpus to a Kneser-Ney 3-gram model trained on it (a poem that reads worse
+than a typical real one costs extra: :data:`DISFLUENCY_WEIGHT`). The person answers through
 ``collab.SimulatedHuman``: with ``error_rate`` the other poem, and a tie when the two scores are
 within ``tie_margin``. The reward model sees only the form features, not fluency: what it cannot
 see, a policy optimised against it is free to lose, which the KL penalty guards.
@@ -33,18 +34,19 @@ RATER_WEIGHTS = {
     "tone_pattern": 2.0,
     "repeats": -0.5,
 }
-FLUENCY_WEIGHT = 2.0
+FLUENCY_WEIGHT = 1.0
+DISFLUENCY_WEIGHT = 2.0  # more, for a poem less fluent than a typical real one (fluency < 0)
 
 
 @dataclasses.dataclass(frozen=True)
 class FeedbackRecipe:
-    comparisons: int = 300
+    comparisons: int = 400
     held_out: float = 0.25  # the last quarter of the comparisons tests the reward model
-    error_rate: float = 0.1  # the simulated person's mistakes
+    error_rate: float = 0.05  # the simulated person's mistakes
     tie_margin: float = 0.25  # scores this close are a tie to the simulated person
     best_of: int = 16
     eval_samples: int = 512
-    rl: preference.RLConfig = preference.RLConfig()
+    rl: preference.RLConfig = preference.RLConfig(lm_coef=2.0)
     seed: int = 0
 
     def __post_init__(self):
@@ -57,7 +59,8 @@ class FeedbackRecipe:
 
 
 class PoemRater:
-    """The simulated reader's taste: ``score(poem) = RATER_WEIGHTS . features + fluency``.
+    """The simulated reader's taste: ``RATER_WEIGHTS . features + FLUENCY_WEIGHT * fluency``,
+    and ``DISFLUENCY_WEIGHT * fluency`` more for a poem less fluent than a typical real one.
 
     ``fluency`` is ``(m - bits) / s``: the poem's bits per character under a Kneser-Ney 3-gram of
     the training poems, against the mean ``m`` and spread ``s`` of the real validation poems
@@ -83,7 +86,8 @@ class PoemRater:
     def scores(self, poems) -> np.ndarray:
         poems = list(poems)
         form = poetics.poem_features(poems) @ self.weights
-        return form + FLUENCY_WEIGHT * self.fluency(poems)
+        fluency = self.fluency(poems)
+        return form + FLUENCY_WEIGHT * fluency + DISFLUENCY_WEIGHT * np.minimum(fluency, 0.0)
 
     def score(self, poem: str) -> float:
         return float(self.scores([poem])[0])
@@ -142,6 +146,13 @@ class PoemLab:
         rewards = (self.features(ids.reshape(n * count, -1)) @ weights).reshape(count, n)
         return ids[np.arange(count), rewards.argmax(1)]
 
+    def fine_tune(self, weights, cfg: preference.RLConfig, seed: int = 0):
+        """``preference.fine_tune`` of the base model, with its training poems for ``lm_coef``."""
+        poems = (self.base.prepared.x_train, self.base.prepared.y_train)
+        return preference.fine_tune(
+            self.graphdef, self.base.state, self.table, weights, cfg, seed, poems=poems
+        )
+
     def measure(self, ids, base_ids, state=None, kl_bound: float | None = None) -> dict:
         """A policy's poems ``ids`` against the base's ``base_ids`` (as many, drawn apart)."""
         poems, base_poems = self.decode(ids), self.decode(base_ids)
@@ -185,10 +196,16 @@ def collect(human, pairs_a, pairs_b, progress: bool = False) -> np.ndarray:
 
 def reward_model(lab: PoemLab, ids_a, ids_b, answers) -> tuple[np.ndarray, float]:
     """Bradley-Terry weights fitted on the first comparisons, and their accuracy on the
-    held-out last ``lab.recipe.held_out`` of them."""
+    held-out last ``lab.recipe.held_out`` of them.
+
+    The weights are scaled so that the reward has standard deviation 1 over the compared
+    poems (as RLHF normalises its reward model): a Bradley-Terry fit's scale depends on the
+    person's noise, and the KL coefficient beta should not.
+    """
     n_fit = int(round(len(answers) * (1 - lab.recipe.held_out)))
     fa, fb = lab.features(ids_a), lab.features(ids_b)
     weights = preference.fit_bradley_terry(fa[:n_fit], fb[:n_fit], answers[:n_fit])
+    weights = weights / max(float(np.std(np.concatenate([fa, fb]) @ weights)), 1e-6)
     accuracy = preference.preference_accuracy(weights, fa[n_fit:], fb[n_fit:], answers[n_fit:])
     return weights, accuracy
 
@@ -216,7 +233,7 @@ def run(
     base_ids = lab.sample(lab.base.state, n, recipe.seed + 2)
     best = lab.best_of_n(weights, recipe.best_of, n, recipe.seed + 3)
     best_of = lab.measure(best, base_ids, kl_bound=preference.best_of_n_kl(recipe.best_of))
-    tuned = preference.fine_tune(lab.graphdef, lab.base.state, lab.table, weights, recipe.rl)
+    tuned = lab.fine_tune(weights, recipe.rl)
     tuned_ids = lab.sample(tuned.state, n, recipe.seed + 4)
     rl = lab.measure(tuned_ids, base_ids, tuned.state)
     base = lab.measure(lab.sample(lab.base.state, n, recipe.seed + 5), base_ids, lab.base.state)

@@ -173,15 +173,18 @@ def sample_ids(graphdef, state, key, n: int, temperature: float, max_len: int = 
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
     steps: int = 100
-    batch_size: int = 32
+    batch_size: int = 64
     learning_rate: float = 2e-3
-    kl_coef: float = 0.4  # beta; 0 removes the penalty (and lets the policy drift)
+    kl_coef: float = 0.15  # beta; 0 removes the penalty (and lets the policy drift)
+    # gamma: weight of the language-model loss on a batch of real poems at every step, which
+    # keeps what the model knows of the language (InstructGPT's "PPO-ptx"); 0: none
+    lm_coef: float = 0.0
     temperature: float = 0.8
     clip_norm: float = 5.0
 
     def __post_init__(self):
-        if self.kl_coef < 0 or self.temperature <= 0 or self.batch_size < 2:
-            raise ValueError("need kl_coef >= 0, temperature > 0 and batch_size >= 2")
+        if self.kl_coef < 0 or self.lm_coef < 0 or self.temperature <= 0 or self.batch_size < 2:
+            raise ValueError("need kl_coef >= 0, lm_coef >= 0, temperature > 0 and batch_size >= 2")
 
 
 def policy_from(graphdef, base_state, cfg: RLConfig):
@@ -191,8 +194,9 @@ def policy_from(graphdef, base_state, cfg: RLConfig):
     return nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
 
 
-def rl_loss(model, ids, base_logp, reward, cfg: RLConfig, eos: int):
-    """The surrogate whose gradient is that of ``E[r] - beta * KL`` (module docstring)."""
+def rl_loss(model, ids, base_logp, reward, cfg: RLConfig, eos: int, poems=None):
+    """The surrogate whose gradient is that of ``E[r] - beta * KL`` (module docstring), plus
+    ``lm_coef`` times the language-model loss on ``poems`` (inputs, targets) when given."""
     mask = token_mask(ids, eos)
     logp = token_log_probs(model, ids, cfg.temperature)
     kl = jnp.sum(token_kl(logp, base_logp) * mask, axis=1)
@@ -200,7 +204,11 @@ def rl_loss(model, ids, base_logp, reward, cfg: RLConfig, eos: int):
     n = shaped.shape[0]
     advantage = shaped - (jnp.sum(shaped) - shaped) / (n - 1)  # leave-one-out baseline
     score_term = -jnp.mean(advantage * sequence_log_prob(logp, ids, mask))
-    return score_term + cfg.kl_coef * jnp.mean(kl), {"kl": jnp.mean(kl)}
+    loss, aux = score_term + cfg.kl_coef * jnp.mean(kl), {"kl": jnp.mean(kl)}
+    if poems is not None:
+        lm = rnn.cross_entropy(model(poems[0]), poems[1])
+        loss, aux = loss + cfg.lm_coef * lm, aux | {"lm_bits_per_char": lm / jnp.log(2.0)}
+    return loss, aux
 
 
 def make_rl_step(policy_graphdef, base_graphdef, table: PoemTable, weights, cfg: RLConfig):
@@ -208,7 +216,8 @@ def make_rl_step(policy_graphdef, base_graphdef, table: PoemTable, weights, cfg:
 
     Samples ``cfg.batch_size`` poems from the policy, scores them with the reward model
     ``weights . poem_features`` and takes one optimizer step, with no host sync. The base
-    model's state rides along unchanged in the state; ``batch`` is unused (``()``).
+    model's state rides along unchanged in the state; ``batch`` is ``()``, or real poems
+    (inputs, targets) for the language-model term when ``cfg.lm_coef > 0``.
     """
     weights = jnp.asarray(weights, jnp.float32)
 
@@ -222,7 +231,8 @@ def make_rl_step(policy_graphdef, base_graphdef, table: PoemTable, weights, cfg:
         base_logp = jax.lax.stop_gradient(token_log_probs(base, ids, cfg.temperature))
         model, optimizer = nnx.merge(policy_graphdef, policy_state)
         grad_fn = nnx.value_and_grad(rl_loss, has_aux=True)
-        (loss, aux), grads = grad_fn(model, ids, base_logp, reward, cfg, table.eos)
+        poems = batch if batch else None
+        (loss, aux), grads = grad_fn(model, ids, base_logp, reward, cfg, table.eos, poems)
         optimizer.update(model, grads)
         metrics = {"loss": loss, "reward": jnp.mean(reward), "form_ok": jnp.mean(feats[:, 0])}
         return (nnx.state((model, optimizer)), base_state), metrics | aux
@@ -230,16 +240,24 @@ def make_rl_step(policy_graphdef, base_graphdef, table: PoemTable, weights, cfg:
     return step
 
 
-def fine_tune(graphdef, base_state, table: PoemTable, weights, cfg: RLConfig, seed: int = 0):
+def fine_tune(
+    graphdef, base_state, table: PoemTable, weights, cfg: RLConfig, seed: int = 0, poems=None
+):
     """``train.fit`` of :func:`make_rl_step` from the base model: a ``train.FitResult`` whose
     ``state`` is the tuned model's, in the base's ``graphdef`` (so it samples and evaluates
-    like the base). Stops with the step number if the loss turns NaN."""
+    like the base). ``poems``: the training poems (inputs, targets), needed when
+    ``cfg.lm_coef > 0``. Stops with the step number if the loss turns NaN."""
+    if cfg.lm_coef > 0 and poems is None:
+        raise ValueError("lm_coef > 0 needs the training poems: pass poems=(inputs, targets)")
+    batches = lambda _: ()  # noqa: E731
+    if cfg.lm_coef > 0:
+        batches = train.epoch_batches(poems, cfg.batch_size, seed)
     base_state = jax.tree.map(jnp.copy, base_state)  # the step donates its state: keep the caller's
     policy_graphdef, policy_state = policy_from(graphdef, jax.tree.map(jnp.copy, base_state), cfg)
     result = train.fit(
         make_rl_step(policy_graphdef, graphdef, table, weights, cfg),
         (policy_state, base_state),
-        lambda _: (),
+        batches,
         key=jax.random.key(seed),
         steps=cfg.steps,
         log_every=max(1, cfg.steps // 10),

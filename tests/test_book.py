@@ -28,6 +28,7 @@ CHAPTERS = [
     "notebooks/05c_rnn_in_practice",
     "notebooks/06a_annotation_lab",
     "notebooks/06b_tuning_lab",
+    "notebooks/06c_feedback_lab",
     "notebooks/appendix_errata",
 ]
 COLAB_INSTALL = re.compile(r'"course-lib @ git\+(https://[^"\s]+?)(?:\.git)?"')

@@ -76,13 +76,15 @@ def test_breaking_the_rhyme_lowers_the_score(rater, poems):
 def test_a_non_quatrain_is_scored_by_fluency_alone_and_below_its_quatrain(rater, poems):
     val = poems[1]
     halves = [p[:12] for p in val]  # two lines: not a quatrain
-    np.testing.assert_allclose(
-        rater.scores(halves), feedback.FLUENCY_WEIGHT * rater.fluency(halves), rtol=1e-5
+    fluency = rater.fluency(halves)
+    expected = feedback.FLUENCY_WEIGHT * fluency + feedback.DISFLUENCY_WEIGHT * np.minimum(
+        fluency, 0
     )
+    np.testing.assert_allclose(rater.scores(halves), expected, rtol=1e-5)
     assert np.mean(rater.scores(val) > rater.scores(halves)) >= 0.95
-    assert rater.score("不是诗") == pytest.approx(
-        feedback.FLUENCY_WEIGHT * rater.fluency(["不是诗"])[0]
-    )
+    z = rater.fluency(["不是诗"])[0]
+    expected = feedback.FLUENCY_WEIGHT * z + feedback.DISFLUENCY_WEIGHT * min(z, 0.0)
+    assert rater.score("不是诗") == pytest.approx(expected)
 
 
 def test_fluency_is_about_zero_on_real_poems_and_lower_when_shuffled(rater, poems):

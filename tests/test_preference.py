@@ -256,10 +256,10 @@ def test_rl_loss_follows_the_gradient_of_the_kl():
 
 
 def test_rl_config_validation():
-    for bad in ({"kl_coef": -0.1}, {"temperature": 0.0}, {"batch_size": 1}):
-        with pytest.raises(ValueError, match="kl_coef >= 0, temperature > 0 and batch_size >= 2"):
+    for bad in ({"kl_coef": -0.1}, {"lm_coef": -1.0}, {"temperature": 0.0}, {"batch_size": 1}):
+        with pytest.raises(ValueError, match="lm_coef >= 0, temperature > 0 and batch_size >= 2"):
             preference.RLConfig(**bad)
-    preference.RLConfig(kl_coef=0.0, batch_size=2)  # the edges are allowed
+    preference.RLConfig(kl_coef=0.0, lm_coef=0.0, batch_size=2)  # the edges are allowed
 
 
 @pytest.fixture(scope="module")
