@@ -142,7 +142,7 @@ def propose(eps, mean, scale) -> np.ndarray:
     return np.concatenate([mean[:, None, :], fresh], axis=1).astype(np.float32)
 
 
-def step(z, picks, scale, kept: bool, recipe: LatentRecipe):
+def follow_pick(z, picks, scale, kept: bool, recipe: LatentRecipe):
     """The search's move after the picks: (new mean, new scale). The mean moves to each picked
     code; with ``kept`` (slot 0 held the last pick) the scale shrinks when slot 0 won again (down
     to ``min_scale``) and stays when a new image won."""
@@ -215,7 +215,7 @@ def search(space: Space, target_feats, bars, choose: Chooser | None, key, recipe
             history[i].append(
                 Round(images[i], int(picks[i]), dist[i], float(best[i]), float(drawn[i]), kept)
             )
-        new_mean, new_scale = step(z, picks, scale, kept, recipe)
+        new_mean, new_scale = follow_pick(z, picks, scale, kept, recipe)
         mean, scale = np.where(active[:, None], new_mean, mean), np.where(active, new_scale, scale)
         active &= best > bars
         if not active.any():

@@ -83,10 +83,10 @@ def test_step_moves_to_the_pick_and_adapts_the_scale():
     z = np.random.default_rng(0).normal(size=(3, 4, LATENT)).astype(np.float32)
     scale = np.array([0.5, 0.5, 0.2], np.float32)
     recipe = latent_search.LatentRecipe(shrink=0.5, min_scale=0.15)
-    mean, new = latent_search.step(z, np.array([2, 0, 0]), scale, True, recipe)
+    mean, new = latent_search.follow_pick(z, np.array([2, 0, 0]), scale, True, recipe)
     np.testing.assert_array_equal(mean, z[[0, 1, 2], [2, 0, 0]])
     np.testing.assert_allclose(new, [0.5, 0.25, 0.15])  # kept; shrunk; shrunk to the floor
-    _, same = latent_search.step(z, np.array([2, 0, 0]), scale, False, recipe)
+    _, same = latent_search.follow_pick(z, np.array([2, 0, 0]), scale, False, recipe)
     np.testing.assert_array_equal(same, scale)  # round 1 (nothing kept): unchanged
 
 
