@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 from course_lib import annotation, cli, collab, gan, recipes, tuning
+from course_lib.feedback import FeedbackRecipe
 
 
 def run(capsys, *argv):
@@ -566,7 +567,7 @@ def test_collab_feedback_poems_reports_the_reward_model_and_the_tuned_poems(caps
     result = last_json(out)
     assert all(key in result for key in FEEDBACK_KEYS), result
     assert result["part"] == "poems" and result["comparisons"] == 60
-    assert result["human"] == "simulated (error_rate=0.1)"
+    assert result["human"] == f"simulated (error_rate={FeedbackRecipe().error_rate})"
     for key in ("reward_model_accuracy", "win_rate_vs_base", "form_ok_fraction"):
         assert 0.0 <= result[key] <= 1.0, (key, result[key])
     for key in ("rhyme_rate_base", "rhyme_rate_tuned"):
