@@ -19,6 +19,7 @@ from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = [
+    "notebooks/00_jax_primer",
     "notebooks/01_background",
     "notebooks/02_core_concepts",
     "notebooks/03_algorithms",

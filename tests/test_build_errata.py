@@ -93,3 +93,15 @@ def test_duplicate_labels_are_reported(tmp_path):
     _, problems = be.collect(tmp_path)
     assert len(problems) == 1 and "unique" in problems[0]
     assert be.main(["--notebooks", str(tmp_path), "--check"]) == 1
+
+
+def test_matter_of_record_box_needs_no_proof_and_is_marked_in_the_table():
+    record = BOX.replace(
+        "**验证**：下面的代码单元。", "**性质**：史实记录。出处：某年某月的发布说明。"
+    )
+    errata, problems = be.parse_source(record, "01_background.ipynb", 3)
+    assert problems == []
+    assert "（史实记录）" in be.render(errata)
+    neither = BOX.replace("**验证**：下面的代码单元。", "出处：无。")
+    _, problems = be.parse_source(neither, "01_background.ipynb", 3)
+    assert len(problems) == 1 and "**验证** (or **性质**：史实记录)" in problems[0]

@@ -9,7 +9,8 @@ chapters are still being written:
 - ``## 小结`` and then ``## 练习`` with 3–5 hidden solutions (``:::{dropdown}`` blocks or code
   cells tagged ``hide-cell`` + ``solution`` with ``source_hidden``);
 - every 勘误 box is well formed (scripts/build_errata.py), its label is unique in the book, and
-  a code cell with ``assert`` follows it within `ASSERT_WITHIN` cells;
+  a code cell with ``assert`` follows it within `ASSERT_WITHIN` cells (a box marked
+  ``**性质**：史实记录``, a matter of record, cites its source instead);
 - ``notebooks/appendix_errata.md`` is current (``build_errata.py --check``);
 - every term written ``中文（English）`` is in chapter 1's 英汉术语对照 table;
 - committed executed: every code cell has an execution count, 1, then strictly increasing;
@@ -38,10 +39,11 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 GLOSSARY_NOTEBOOK = NOTEBOOK_DIR / "01_background.ipynb"
 GLOSSARY_HEADING = "英汉术语对照"
 ASSERT_WITHIN = 4  # a 勘误 box is proved by a code cell with `assert` among the next 4 cells
+# ...unless the box says that it is a matter of record (build_errata.MATTER_OF_RECORD)
 MIN_SOLUTIONS, MAX_SOLUTIONS = 3, 5
 
 COLAB_CELL = """\
-# Colab only: install course_lib and a Chinese font. Elsewhere this cell does nothing.
+# 仅在 Colab 中：安装 course_lib 和中文字体；在其他环境中这个单元什么也不做。
 import sys
 
 if "google.colab" in sys.modules:
@@ -169,6 +171,9 @@ def test_first_cells_and_kernel(path):
     assert _source(cells[0]).rstrip() == COLAB_CELL, (
         "the first cell must be exactly the Colab cell of notebooks/README.md (convention 2)"
     )
+    assert "remove-cell" in _tags(cells[0]), (
+        "tag the Colab cell 'remove-cell': the web site does not show it (convention 2)"
+    )
     assert len(cells) > 1 and cells[1]["cell_type"] == "markdown", "cell 2: the chapter title"
     assert _source(cells[1]).startswith("# 第"), "cell 2 must start with '# 第N章 …'"
     assert nb.get("metadata", {}).get("kernelspec", {}).get("name") == "python3"
@@ -227,6 +232,8 @@ def test_errata_boxes_are_well_formed_and_proved(path):
     cells = _load(path)["cells"]
     unproved = []
     for e in errata:
+        if build_errata.MATTER_OF_RECORD in e.body:
+            continue  # history (a release, a date, a citation): the box cites its source instead
         after = cells[e.cell + 1 : e.cell + 1 + ASSERT_WITHIN]
         if not any(c["cell_type"] == "code" and "assert" in _source(c) for c in after):
             unproved.append(

@@ -242,6 +242,8 @@ def visit(browser, base: str, path: str) -> dict:
     facts["fonts"] = font_of(page, "main p")
     facts["solution_problems"] = check_solutions(page)
     facts["mermaid_problems"] = mermaid_problems
+    facts["search_fields"] = page.locator(".search-button-field:visible").count()
+    facts["main_text"] = page.locator("main").first.inner_text()
     settle(page, in_flight)
     facts.update(requests=requests, failures=failures, errors=console_errors, page=page)
     facts["context"] = context
@@ -281,6 +283,10 @@ def test_every_page_renders_offline_in_chromium(site, server, browser):
                     issues.append(f"raw {raw} in the text: {facts['prose'][at - 30 : at + 50]!r}")
             issues += [f"image not loaded: {i['src']}" for i in facts["images"] if not i["ok"]]
             issues += facts["mermaid_problems"] + facts["solution_problems"]
+            if facts["search_fields"] > 1:
+                issues.append(f"{facts['search_fields']} search boxes on the page (one is enough)")
+            if "google.colab" in facts["main_text"]:
+                issues.append("the Colab install cell is shown (tag it remove-cell)")
             if path not in ("genindex.html",) and len(CJK.findall(facts["prose"])) < 2:
                 issues.append("no Chinese text in the page")
             if CJK.search(facts["paragraph"]) and not any(
