@@ -9,9 +9,9 @@
   it must be glued. What this catches: typed copies of printed results with a decimal point
   (90.9, 0.84). What it cannot catch: integers, numbers rounded differently from the printout,
   numbers from runs the notebook does not perform (those are for the reader to cite).
-- **Chinese in code.** Every code comment is Chinese (pragmas such as ``# NBVAL_SKIP`` excepted)
-  and no ``print`` label is an English phrase (a literal with a lowercase English word and no
-  Chinese character).
+- **Chinese in code.** No code comment is English prose (a lowercase English word of four or
+  more letters and no Chinese character; shapes such as ``# [N, K, 2]`` and formulas pass, pragmas
+  such as ``# NBVAL_SKIP`` are exempt), and no ``print`` label is an English phrase.
 - **Answers hidden.** Under ``## 练习`` every exercise has its own hidden solution, and no answer
   text is visible.
 """
@@ -47,7 +47,8 @@ _SECTION_RE = re.compile(
     r"原文\s*\d+(?:\.\d+)+|\d+(?:\.\d+)+\s*节|\d+\.\d+(?=、\d)|(?<=\d、)\d+\.\d+"
 )
 _PRAGMA_RE = re.compile(r"^(NBVAL_\w+|noqa\b|fmt:|type:|pragma\b|pylint:)")
-_ENGLISH_WORD_RE = re.compile(r"\b[a-z]{3,}\b")
+# an English word: 4+ lowercase letters ("loss", "samples"); not "log", "top" or "[N, K, 2]"
+_ENGLISH_WORD_RE = re.compile(r"\b[a-z]{4,}\b")
 _DROPDOWN_RE = re.compile(r"^(:{3,}|`{3,})\{dropdown\}.*?^\1[ \t]*$", re.S | re.M)
 _EXERCISE_RE = re.compile(r"^\d+\.\s", re.M)
 _VISIBLE_ANSWER_RE = re.compile(r"(参考答案|答案[：:]|解答[：:])")
@@ -222,7 +223,8 @@ def test_code_comments_and_labels_are_chinese(path):
             continue
         source = _source(cell)
         for line, text in _comments(source):
-            if text and not _PRAGMA_RE.match(text) and not _CJK_RE.search(text):
+            english = _ENGLISH_WORD_RE.search(text) and not _CJK_RE.search(text)
+            if english and not _PRAGMA_RE.match(text):
                 problems.append(f"cell {i} line {line}: comment {text[:60]!r}")
         problems += [f"cell {i} {p}" for p in english_print_labels(source)]
     assert not problems, (
