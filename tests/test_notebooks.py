@@ -47,7 +47,7 @@ COLAB_CELL = """\
 import sys
 
 if "google.colab" in sys.modules:
-    %pip install -q "course-lib @ git+https://github.com/genai-jax-workbook/workbook"
+    %pip install -q "course-lib @ git+https://github.com/genai-jax-workbook/workbook" myst-nb
     !apt-get -qq install -y fonts-noto-cjk > /dev/null"""
 
 
