@@ -6,8 +6,8 @@ chapters are still being written:
 
 - the first cell is exactly the Colab cell; the second is the ``# 第N章`` title; kernel python3;
 - a code cell tagged ``parameters`` that reads ``recipes.profile_from_env()``;
-- ``## 小结`` and then ``## 练习`` with 3–5 hidden solutions (``:::{dropdown}`` blocks or code
-  cells tagged ``hide-cell`` + ``solution`` with ``source_hidden``);
+- ``## 小结`` and then ``## 练习`` with 3–5 exercises and their hidden solutions
+  (``:::{dropdown}`` blocks or code cells tagged ``hide-cell`` + ``solution``, ``source_hidden``);
 - every 勘误 box is well formed (scripts/build_errata.py), its label is unique in the book, and
   a code cell with ``assert`` follows it within `ASSERT_WITHIN` cells (a box marked
   ``**性质**：史实记录``, a matter of record, cites its source instead);
@@ -205,11 +205,13 @@ def test_summary_and_exercises(path):
     assert exercises, "no '## 练习' heading"
     assert exercises[-1] >= summary[-1], "'## 练习' must come after '## 小结'"
     start = exercises[-1]
-    n_solutions, problems = 0, []
+    n_solutions, n_exercises, problems = 0, 0, []
     for i, cell in enumerate(cells[start:], start):
         src = _source(cell)
         if cell["cell_type"] == "markdown":
             n_solutions += len(re.findall(r"^(?::{3,}|`{3,})\{dropdown\}", src, re.M))
+            outside = re.sub(r"^(:{3,}|`{3,})\{dropdown\}.*?^\1[ \t]*$", "", src, flags=re.S | re.M)
+            n_exercises += len(re.findall(r"^\d+\.\s", outside, re.M))
         elif "solution" in _tags(cell) or "hide-cell" in _tags(cell):
             n_solutions += 1
             if not {"solution", "hide-cell"} <= _tags(cell):
@@ -219,9 +221,12 @@ def test_summary_and_exercises(path):
             if not cell.get("metadata", {}).get("jupyter", {}).get("source_hidden"):
                 problems.append(f"cell {i}: set metadata jupyter.source_hidden = true")
     assert not problems, "\n".join(problems)
-    assert MIN_SOLUTIONS <= n_solutions <= MAX_SOLUTIONS, (
-        f"'## 练习' needs {MIN_SOLUTIONS}-{MAX_SOLUTIONS} exercises, each with a hidden solution; "
-        f"found {n_solutions} hidden solutions"
+    # An exercise may have a solution cell and a discussion dropdown: count the exercises.
+    assert MIN_SOLUTIONS <= n_exercises <= MAX_SOLUTIONS, (
+        f"'## 练习' needs {MIN_SOLUTIONS}-{MAX_SOLUTIONS} numbered exercises; found {n_exercises}"
+    )
+    assert n_solutions >= n_exercises, (
+        f"{n_exercises} exercises but only {n_solutions} hidden solutions"
     )
 
 
