@@ -338,3 +338,16 @@ def test_exercise_rule():
     assert exercise_problems(explained) == [
         "cell 2: visible text after an answer: '（解释：见上面的输出。）'"
     ]
+
+
+@each_notebook
+def test_references_to_errata_carry_a_title(path):
+    # A 勘误 label sits on an admonition, not a heading: Sphinx finds no title for a bare
+    # {ref}`erratum-…` and the strict site build fails. Write {ref}`文字<erratum-…>`.
+    bare = [
+        f"cell {i}: {m.group()}"
+        for i, cell in enumerate(_load(path)["cells"])
+        if cell["cell_type"] == "markdown"
+        for m in re.finditer(r"\{ref\}`erratum-[^`<]*`", _source(cell))
+    ]
+    assert not bare, "give each reference to an erratum a title:\n  " + "\n  ".join(bare)
