@@ -280,6 +280,9 @@ def execute_notebook(path: Path, library: str, profile: str) -> float:
         else:
             os.environ["MPLBACKEND"] = saved
     seconds = (dt.datetime.now(dt.timezone.utc) - start).total_seconds()
+    # Saved widget state (a tqdm.auto bar) makes Jupyter Book load the widget manager and
+    # require.js from CDNs; the site is offline and shows each output's text form instead.
+    nb.metadata.pop("widgets", None)
     nb.metadata[STAMP_KEY] = {
         "inputs_sha256": inputs_sha256(nb, library, profile),
         "profile": profile,

@@ -258,3 +258,13 @@ def test_notebook_without_pygments_lexer_is_named(book, tmp_path, monkeypatch):
     nb.metadata["language_info"]["pygments_lexer"] = "ipython3"
     nbformat.write(nb, tmp_path / "03.ipynb")
     book.check_notebook_metadata([tmp_path / "03.ipynb"])
+
+
+def test_no_notebook_stores_widget_state():
+    # Jupyter Book would load the widget manager from a CDN for it; scripts/book.py drops it.
+    stored = [
+        p.name
+        for p in sorted((ROOT / "notebooks").glob("*.ipynb"))
+        if "widgets" in json.loads(p.read_text(encoding="utf-8")).get("metadata", {})
+    ]
+    assert not stored, f"metadata.widgets in {stored}: re-execute with scripts/book.py"
