@@ -26,6 +26,8 @@ import tokenize
 import pytest
 
 from test_notebooks import (
+    DROPDOWN_RE,
+    EXERCISE_RE,
     GLOSSARY_HEADING,
     GLOSSARY_NOTEBOOK,
     _code_without_magics,
@@ -49,8 +51,6 @@ _SECTION_RE = re.compile(
 _PRAGMA_RE = re.compile(r"^(NBVAL_\w+|noqa\b|fmt:|type:|pragma\b|pylint:)")
 # an English word: 4+ lowercase letters ("loss", "samples"); not "log", "top" or "[N, K, 2]"
 _ENGLISH_WORD_RE = re.compile(r"\b[a-z]{4,}\b")
-_DROPDOWN_RE = re.compile(r"^(:{3,}|`{3,})\{dropdown\}.*?^\1[ \t]*$", re.S | re.M)
-_EXERCISE_RE = re.compile(r"^\d+\.\s", re.M)
 _VISIBLE_ANSWER_RE = re.compile(r"(参考答案|答案[：:]|解答[：:])")
 
 
@@ -245,13 +245,13 @@ def exercise_problems(cells) -> list[str]:
     for i, cell in enumerate(cells[start:], start):
         src = _source(cell)
         if cell["cell_type"] == "markdown":
-            marked = _DROPDOWN_RE.sub("\x00", src)
+            marked = DROPDOWN_RE.sub("\x00", src)
             if _VISIBLE_ANSWER_RE.search(marked):
                 problems.append(f"cell {i}: answer text outside a dropdown")
             for line in marked.splitlines():
                 if line.startswith("\x00"):
                     events.append(("answer", i))
-                elif _EXERCISE_RE.match(line):
+                elif EXERCISE_RE.match(line):
                     events.append(("exercise", i))
                 elif events and line.strip() and not line[0].isspace() and line[0] != "#":
                     # prose after an exercise that is not part of it: a visible answer

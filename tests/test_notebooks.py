@@ -41,6 +41,9 @@ GLOSSARY_HEADING = "英汉术语对照"
 ASSERT_WITHIN = 4  # a 勘误 box is proved by a code cell with `assert` among the next 4 cells
 # ...unless the box says that it is a matter of record (build_errata.MATTER_OF_RECORD)
 MIN_SOLUTIONS, MAX_SOLUTIONS = 3, 5
+# A hidden answer block, and a numbered exercise (outside such blocks) under ## 练习.
+DROPDOWN_RE = re.compile(r"^(:{3,}|`{3,})\{dropdown\}.*?^\1[ \t]*$", re.S | re.M)
+EXERCISE_RE = re.compile(r"^\d+\.\s", re.M)
 
 COLAB_CELL = """\
 # 仅在 Colab 中：安装 course_lib 和中文字体；在其他环境中这个单元什么也不做。
@@ -209,9 +212,8 @@ def test_summary_and_exercises(path):
     for i, cell in enumerate(cells[start:], start):
         src = _source(cell)
         if cell["cell_type"] == "markdown":
-            n_solutions += len(re.findall(r"^(?::{3,}|`{3,})\{dropdown\}", src, re.M))
-            outside = re.sub(r"^(:{3,}|`{3,})\{dropdown\}.*?^\1[ \t]*$", "", src, flags=re.S | re.M)
-            n_exercises += len(re.findall(r"^\d+\.\s", outside, re.M))
+            n_solutions += len(DROPDOWN_RE.findall(src))
+            n_exercises += len(EXERCISE_RE.findall(DROPDOWN_RE.sub("", src)))
         elif "solution" in _tags(cell) or "hide-cell" in _tags(cell):
             n_solutions += 1
             if not {"solution", "hide-cell"} <= _tags(cell):
