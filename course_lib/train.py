@@ -219,7 +219,7 @@ def fit(
 
 # the same keys as jax.random.fold_in, in one dispatch instead of ~0.2 ms of eager ops a step;
 # with the host batch below, a tiny model's step costs 0.40 ms, not 0.68 (benchmarks.fit_overhead)
-_step_key = jax.jit(jax.random.fold_in)
+_fold_in = jax.jit(jax.random.fold_in)
 
 
 def _loop(run: Run, train_step, batches, key, hooks, mesh, log_every, progress, desc) -> float:
@@ -234,7 +234,7 @@ def _loop(run: Run, train_step, batches, key, hooks, mesh, log_every, progress, 
             if interrupted():
                 _stop(run, hooks)
             batch = batches(step) if one_device else parallel.shard_batch(batches(step), mesh)
-            run.state, metrics = train_step(run.state, batch, _step_key(key, step))
+            run.state, metrics = train_step(run.state, batch, _fold_in(key, step))
             run.pending.append(metrics)
             run.step = step + 1
             if step == start:
