@@ -4,8 +4,8 @@
 batch 1: XLA computes a step in microseconds) three ways, interleaved over rounds so that a busy
 machine slows all alike, and prints milliseconds per step (fastest round, and the median):
 
-- ``train.fit``: the step's key from a jitted ``fold_in``, the host batch passed as it is on one
-  device;
+- ``train.fit``: the step's key from a jitted ``fold_in``, and ``parallel.shard_batch`` leaves
+  the host batch as it is on one device;
 - ``eager loop``: the same loop with ``jax.random.fold_in`` run eagerly and every batch put on
   the device first (``train.fit`` before it dropped both);
 - ``bare loop``: the jitted step alone on one batch with keys made beforehand, the floor.
@@ -38,7 +38,7 @@ def main() -> None:
 
     def eager_loop(state):
         for i in range(STEPS):
-            batch = parallel.shard_batch(batches(i), mesh)
+            batch = jax.device_put(batches(i), parallel.batch_sharded(mesh))
             state, _ = step(state, batch, jax.random.fold_in(key, i))
         return state
 

@@ -39,7 +39,12 @@ def replicate(tree, mesh: Mesh):
 
 
 def shard_batch(batch, mesh: Mesh):
-    """Split every array in ``batch`` along axis 0 over the mesh's ``"data"`` axis."""
+    """Split every array in ``batch`` along axis 0 over the mesh's ``"data"`` axis.
+
+    On a one-device mesh there is nothing to split: the host batch is returned as it is, and the
+    jitted step that takes it copies it to the device within its call (a ``device_put`` of its
+    own costs ~0.1 ms a step, as much as a tiny model's update; benchmarks.fit_overhead).
+    """
     n_devices = mesh.devices.size
     for leaf in jax.tree.leaves(batch):
         if leaf.shape[0] % n_devices:
@@ -47,4 +52,6 @@ def shard_batch(batch, mesh: Mesh):
                 f"batch size {leaf.shape[0]} is not divisible by the {n_devices} devices of the "
                 f"mesh; choose a batch size that is a multiple of {n_devices}"
             )
+    if n_devices == 1:
+        return batch
     return jax.device_put(batch, batch_sharded(mesh))

@@ -218,7 +218,7 @@ def fit(
 
 
 # the same keys as jax.random.fold_in, in one dispatch instead of ~0.2 ms of eager ops a step;
-# with the host batch below, a tiny model's step costs 0.40 ms, not 0.68 (benchmarks.fit_overhead)
+# with shard_batch's host batch on one device, a tiny model's step costs 0.40 ms, not 0.68
 _fold_in = jax.jit(jax.random.fold_in)
 
 
@@ -227,13 +227,11 @@ def _loop(run: Run, train_step, batches, key, hooks, mesh, log_every, progress, 
     bar = tqdm(total=run.steps, initial=run.step, desc=desc, disable=not progress, leave=False)
     start, t0 = run.step, time.perf_counter()
     compile_seconds = 0.0
-    # on one device the jitted step takes the host batch as it is: device_put costs ~0.1 ms a step
-    one_device = mesh.devices.size == 1
     with _deferred_interrupt() as interrupted:
         for step in range(start, run.steps):
             if interrupted():
                 _stop(run, hooks)
-            batch = batches(step) if one_device else parallel.shard_batch(batches(step), mesh)
+            batch = parallel.shard_batch(batches(step), mesh)
             run.state, metrics = train_step(run.state, batch, _fold_in(key, step))
             run.pending.append(metrics)
             run.step = step + 1

@@ -222,6 +222,8 @@ def test_one_device_takes_any_batch_size():
 
     mesh = parallel.data_mesh(jax.devices()[:1])
     assert parallel.shard_batch((np.zeros((3, 2)),), mesh)[0].shape == (3, 2)
+    batch = (np.zeros((4, 2)),)
+    assert parallel.shard_batch(batch, mesh) is batch  # no device_put: the jitted step copies it
 
 
 def _vae_run(images, steps, hooks, batches=None):
