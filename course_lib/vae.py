@@ -18,6 +18,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -158,15 +159,20 @@ def gaussian_nll(mean, log_sigma, x):
     return jnp.sum(0.5 * z**2 + log_sigma + 0.5 * jnp.log(2 * jnp.pi), axis=(1, 2))
 
 
-def neg_elbo(model: VAE, x, key, beta: float = 1.0):
-    """The beta-weighted loss, and the true negative ELBO, in nats per image (batch mean)."""
+def recon_and_kl(model: VAE, x, key):
+    """Each image's reconstruction term -log p(x|z) and KL term, in nats: two arrays [B]."""
     out, mean, log_var = model(x, key)
     out = out.astype(jnp.float32)
     if model.cfg.decoder == "bernoulli":
         recon = bernoulli_nll(out, x)
     else:
         recon = gaussian_nll(out, model.log_sigma[...], x)
-    kl = kl_to_standard_normal(mean.astype(jnp.float32), log_var.astype(jnp.float32))
+    return recon, kl_to_standard_normal(mean.astype(jnp.float32), log_var.astype(jnp.float32))
+
+
+def neg_elbo(model: VAE, x, key, beta: float = 1.0):
+    """The beta-weighted loss, and the true negative ELBO, in nats per image (batch mean)."""
+    recon, kl = recon_and_kl(model, x, key)
     loss = jnp.mean(recon + beta * kl)
     return loss, {"neg_elbo": jnp.mean(recon + kl), "recon": jnp.mean(recon), "kl": jnp.mean(kl)}
 
@@ -255,3 +261,23 @@ def sample(graphdef, state, key, n: int):
     z = jax.random.normal(key, (n, model.cfg.latent_dim))
     out = model.decoder(z).astype(jnp.float32)
     return jax.nn.sigmoid(out) if model.cfg.decoder == "bernoulli" else jnp.clip(out, 0, 1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _neg_elbo_each(graphdef, state, x, key):
+    model, _ = nnx.merge(graphdef, state)
+    recon, kl = recon_and_kl(model, x, key)
+    return recon + kl
+
+
+def neg_elbo_per_image(graphdef, state, images, batch_size: int = 500, seed: int = 0):
+    """The negative ELBO of every image in nats, a numpy array [N], with fixed keys.
+
+    Chapter 8 (08_trends) uses it as a membership-inference score: a model that has memorised
+    its training images gives them a lower negative ELBO than unseen ones.
+    """
+    chunks = [
+        _neg_elbo_each(graphdef, state, images[i : i + batch_size], jax.random.key(seed + i))
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.asarray(jnp.concatenate(chunks))

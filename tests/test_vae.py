@@ -165,3 +165,16 @@ def test_eval_fn_counts_every_image_including_a_partial_batch(images):
     # the 6 leftover images count with weight 6/70 (their keys differ, so compare loosely)
     np.testing.assert_allclose(both["neg_elbo"], (64 * full + 6 * rest) / 70, rtol=2e-2)
     assert both["neg_elbo"] > full + 0.5 * 6 * (rest - full) / 70
+
+
+def test_per_image_neg_elbo_averages_to_the_batch_value(images):
+    graphdef, state = vae.create(vae.VAEConfig(hidden=(32,), latent_dim=4), 0)
+    each = vae.neg_elbo_per_image(graphdef, state, images[:70], batch_size=64, seed=3)
+    assert each.shape == (70,) and np.isfinite(each).all()
+    model, _ = nnx.merge(graphdef, state)
+    first = vae.neg_elbo(model, jnp.asarray(images[:64]), jax.random.key(3))[1]["neg_elbo"]
+    np.testing.assert_allclose(each[:64].mean(), first, rtol=1e-5)
+    # the same seed gives the same scores, one per image (not a batch value repeated)
+    again = vae.neg_elbo_per_image(graphdef, state, images[:70], batch_size=64, seed=3)
+    np.testing.assert_array_equal(each, again)
+    assert np.std(each) > 1.0
