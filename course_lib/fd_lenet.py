@@ -410,3 +410,10 @@ def class_coverage(images, classifier, num_classes: int = NUM_CLASSES) -> dict:
     # share >= 1 / (4 * num_classes), in integers so that exactly 2.5 % counts
     covered = int(np.sum(4 * num_classes * counts >= preds.size))
     return {"histogram": hist, "class_kl": max(kl, 0.0), "classes_covered": covered}
+
+
+def sample_quality(fake, real_test, classifier: FDClassifier) -> dict:
+    """:func:`fd_lenet` of generated images in [0, 1] against ``real_test``, and their class
+    coverage: what GAN (05b) and diffusion (08) runs report."""
+    cov, fd = class_coverage(fake, classifier), fd_lenet(fake, real_test, classifier)
+    return {"fd_lenet": fd, "class_kl": cov["class_kl"], "classes_covered": cov["classes_covered"]}

@@ -406,11 +406,6 @@ def make_eval_fn(graphdef, classifier, real_test, n: int, seed: int):
 
     def evaluate(state):
         fake = np.asarray(generate(graphdef, state, jax.random.key(seed), n))
-        coverage = fd_lenet.class_coverage(fake, classifier)
-        return {
-            "fd_lenet": fd_lenet.fd_lenet(fake, real_test, classifier),
-            "class_kl": coverage["class_kl"],
-            "classes_covered": coverage["classes_covered"],
-        }
+        return fd_lenet.sample_quality(fake, real_test, classifier)
 
     return evaluate
