@@ -2,7 +2,7 @@
 #
 #   make book   the web site: execute stale chapters, build _build/html with Jupyter Book (-W)
 #   make test   ruff (lint + format check), pytest over tests/ (site in Chromium too), nbval
-#   make demo   train VAE, GAN, RNN and the forecaster (quick CPU profile) into runs/, print a summary
+#   make demo   train the six models (quick CPU profile) into runs/, print a summary
 #   make lab    JupyterLab on notebooks/ with the project's virtual environment as kernel "course-lib"
 #
 # Every target creates or reuses the virtual environment $(VENV) and installs the project into it
@@ -30,7 +30,7 @@ DATA_STAMP := $(VENV)/.course-lib-build-data.stamp
 BOOK_STAMP := $(VENV)/.course-lib-book.stamp
 BENCH_STAMP := $(VENV)/.course-lib-bench.stamp
 LINT_PATHS := course_lib tests scripts benchmarks
-DEMO_MODELS := vae gan rnn forecast
+DEMO_MODELS := vae gan rnn forecast diffusion transformer
 NB_SANITIZE := tests/nbval_sanitize.cfg
 
 .PHONY: help venv book site bench demo $(addprefix demo-,$(DEMO_MODELS)) summary test lint format lab data clean distclean
@@ -38,7 +38,7 @@ NB_SANITIZE := tests/nbval_sanitize.cfg
 help:
 	@echo "make book       the web site: execute stale chapters, build _build/html (Jupyter Book, -W)"
 	@echo "make site       the web site from the notebooks' stored outputs, without executing them"
-	@echo "make demo       train vae, gan, rnn and forecast (quick CPU profile) into $(RUNS)/, print metrics"
+	@echo "make demo       train vae, gan, rnn, forecast, diffusion, transformer (quick CPU profile), print metrics"
 	@echo "make test       ruff check, ruff format --check, pytest tests/, pytest --nbval notebooks/"
 	@echo "make lab        register the Jupyter kernel '$(KERNEL_NAME)' and open JupyterLab on notebooks/"
 	@echo "make lint       ruff check and ruff format --check"

@@ -26,12 +26,17 @@ Measures
 - ``fd_lenet``     FD-LeNet: a small digit classifier, its cache, the distance and class coverage
                    (chapter 5.2.2)
 - ``poetics``      the form of a five-character quatrain with pypinyin: rhyme, tones, features (6.5)
+- ``audit``        memorisation, membership inference, detectability of samples and the MIG
+                   disentanglement score (chapter 8)
 
 Models and training
 
 - ``vae``          variational autoencoders and their loss (chapters 3.1, 4.1, 5.2.1)
 - ``gan``          DCGAN / MLP GAN, losses and one jitted D-then-G step (chapters 3.2, 4.2, 5.2.2)
 - ``rnn``          character language model and time-series regressor (chapters 3.3, 4.3, 5.2.3)
+- ``diffusion``    denoising diffusion (DDPM): the forward process, the noise-prediction loss,
+                   a small U-Net and DDIM sampling (chapter 8)
+- ``transformer``  a decoder-only character Transformer with a KV cache for sampling (chapter 8)
 - ``active``       active learning: the label-spreading classifier and the query strategies (6.1)
 - ``population``   many settings of the forecaster trained at once with ``jax.vmap`` (6.4)
 - ``preference``   learning from comparisons: Bradley-Terry reward model, best-of-n, REINFORCE

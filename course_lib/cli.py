@@ -1,8 +1,9 @@
-"""Command line: ``python -m course_lib train {vae,gan,rnn,forecast}``,
+"""Command line: ``python -m course_lib train {vae,gan,rnn,forecast,diffusion,transformer}``,
 ``collab {annotate,tune,feedback}`` and ``data list``.
 
-Taught in chapter 5.1 (05a_vae_in_practice) and, for ``collab``, chapter 6 (06a_annotation_lab,
-06b_tuning_lab, 06c_feedback_lab).
+Taught in chapter 5.1 (05a_vae_in_practice); ``collab`` in chapter 6 (06a_annotation_lab,
+06b_tuning_lab, 06c_feedback_lab); ``train diffusion`` and ``train transformer`` in chapter 8
+(08_trends).
 The last line ``train`` and ``collab`` print to stdout is one JSON object with the run's metrics,
 so scripts can read it with ``tail -n 1``. Ctrl-C during training
 saves a checkpoint at the step reached and prints the command that resumes it (exit status 130).

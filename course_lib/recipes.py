@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from course_lib import data, gan, metrics, pixels, rnn, vae
+from course_lib import data, diffusion, gan, metrics, pixels, rnn, transformer, vae
 
 VALIDATION_SEED = 20240601  # fixed, so the validation split never depends on --seed
 
@@ -76,7 +76,38 @@ class ForecastRecipe:
     model: rnn.ForecastConfig = rnn.ForecastConfig()
 
 
-QUICK = {"vae": VAERecipe(), "gan": GANRecipe(), "rnn": RNNRecipe(), "forecast": ForecastRecipe()}
+@dataclasses.dataclass(frozen=True)
+class DiffusionRecipe:
+    dataset: str = "mnist10k"
+    steps: int = 2500
+    batch_size: int = 64
+    seed: int = 0
+    # width 16: about 66 ms a step on 2 CPU cores (width 32: about 200 ms)
+    model: diffusion.DiffusionConfig = diffusion.DiffusionConfig(width=16, sample_steps=20)
+    eval_every: int = 1250
+    eval_samples: int = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerRecipe:
+    dataset: str = "tang5"
+    steps: int = 850  # about 190 ms a step, with evaluations, on 2 CPU cores
+    batch_size: int = 64
+    seed: int = 0
+    model: transformer.TransformerConfig | None = None  # None: TransformerConfig(len(vocab))
+    eval_every: int = 100
+    temperature: float = 0.8
+    n_samples: int = 200
+
+
+QUICK = {
+    "vae": VAERecipe(),
+    "gan": GANRecipe(),
+    "rnn": RNNRecipe(),
+    "forecast": ForecastRecipe(),
+    "diffusion": DiffusionRecipe(),
+    "transformer": TransformerRecipe(),
+}
 # Built from the quick recipes, so that every setting not named here stays what it is there.
 FULL = {
     "vae": dataclasses.replace(QUICK["vae"], steps=20000, batch_size=256),
@@ -89,13 +120,16 @@ FULL = {
     ),
     "rnn": dataclasses.replace(QUICK["rnn"], steps=8000),
     "forecast": dataclasses.replace(QUICK["forecast"], steps=8000),
+    "diffusion": dataclasses.replace(QUICK["diffusion"], steps=20000, eval_every=2000),
+    "transformer": dataclasses.replace(QUICK["transformer"], steps=8000),
 }
 PROFILES = {"quick": QUICK, "full": FULL}
 PROFILE_ENV_VAR = "COURSE_LIB_PROFILE"
 
 
 def recipe_for(model: str, profile: str = "quick"):
-    """The recipe of ``model`` ("vae", "gan", "rnn", "forecast") in ``profile`` (quick, full)."""
+    """The recipe of ``model`` (vae, gan, rnn, forecast, diffusion, transformer) in ``profile``
+    (quick, full)."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be 'quick' or 'full', got {profile!r}")
     if model not in QUICK:
@@ -206,17 +240,19 @@ class LMData:
     y_train: np.ndarray  # [N, 25] targets: the 24 characters then EOS
     x_val: np.ndarray
     y_val: np.ndarray
-    config: rnn.CharLMConfig
+    config: rnn.CharLMConfig | transformer.TransformerConfig
 
     @property
     def train_size(self) -> int:
         return len(self.x_train)
 
 
-def prepare_rnn(recipe: RNNRecipe) -> LMData:
+def prepare_rnn(recipe: RNNRecipe | TransformerRecipe) -> LMData:
+    """The poems as character ids, for the LSTM (``RNNRecipe``) or the Transformer (chapter 8)."""
     train_poems = data.load(recipe.dataset, "train")
     vocab = rnn.CharVocab(train_poems)
-    cfg = recipe.model or rnn.CharLMConfig(vocab_size=len(vocab))
+    default = rnn.CharLMConfig if isinstance(recipe, RNNRecipe) else transformer.TransformerConfig
+    cfg = recipe.model or default(vocab_size=len(vocab))
     if cfg.vocab_size != len(vocab):
         raise ValueError(f"model.vocab_size={cfg.vocab_size} but the vocabulary has {len(vocab)}")
     x_train, y_train = rnn.encode_poems(train_poems, vocab)
@@ -272,3 +308,26 @@ def prepare_forecast(recipe: ForecastRecipe) -> ForecastData:
     )
     truth = last[:, None] + scale * y_test
     return ForecastData(train_values, tail, scale, x, y, x_test, last, truth, naive, cfg)
+
+
+# --- diffusion -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionData:
+    real: np.ndarray  # training images in [-1, 1], the range the noise is added to
+    real_test: np.ndarray  # test images in [0, 1], what the FD classifier reads
+    config: diffusion.DiffusionConfig
+
+    @property
+    def train_size(self) -> int:
+        return len(self.real)
+
+
+def prepare_diffusion(recipe: DiffusionRecipe) -> DiffusionData:
+    """The diffusion model's data (chapter 8, 08_trends): the images as the GAN sees them."""
+    x_train, _ = data.load(recipe.dataset, "train")
+    x_test, _ = data.load(recipe.dataset, "test")
+    cfg = dataclasses.replace(recipe.model, image_shape=tuple(x_train.shape[1:]))
+    real = x_train.astype(np.float32) / 127.5 - 1.0
+    return DiffusionData(real, x_test.astype(np.float32) / 255.0, cfg)

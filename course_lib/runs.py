@@ -1,16 +1,11 @@
 """How a recipe runs: set up, fit, evaluate, save, as ``python -m course_lib train`` does it.
 
-Taught in chapter 5.2 (05a_vae_in_practice, 05b_gan_in_practice, 05c_rnn_in_practice). After
-``recipes.prepare_<model>(recipe)`` has made the data, each model's run is three more steps that
-a chapter can call one by one:
-
-2. ``setup_<model>(recipe, prepared)`` creates the model and returns a :class:`Training`: the
-   state, its jitted step, the batches and the evaluation hook;
-3. :func:`fit` trains any :class:`Training` (the same for every model);
-4. ``evaluate_<model>(recipe, prepared, training, result)`` measures the result on held-out data.
-
-:func:`run` chains all four and, with ``out`` set, also writes checkpoints, sample files,
-``history.json`` and ``metrics.json``.
+Taught in chapter 5.2 (05a-05c; chapter 8, 08_trends, adds diffusion and the Transformer). After
+``recipes.prepare_<model>(recipe)`` makes the data, a chapter can call the other steps one by one:
+``setup_<model>(recipe, prepared)`` returns a :class:`Training` (the state, its jitted step, the
+batches, the evaluation hook); :func:`fit` trains any :class:`Training`; ``evaluate_<model>(recipe,
+prepared, training, result)`` measures the result on held-out data. :func:`run` chains all four
+and, with ``out`` set, also writes checkpoints, sample files, ``history.json`` and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +14,7 @@ import dataclasses
 import hashlib
 import pathlib
 import shutil
+import time
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -29,6 +25,7 @@ import numpy as np
 
 from course_lib import (
     data,
+    diffusion,
     fd_lenet,
     files,
     gan,
@@ -38,15 +35,19 @@ from course_lib import (
     recipes,
     rnn,
     train,
+    transformer,
     vae,
 )
 from course_lib.recipes import (
+    DiffusionData,
+    DiffusionRecipe,
     ForecastData,
     ForecastRecipe,
     GANData,
     GANRecipe,
     LMData,
     RNNRecipe,
+    TransformerRecipe,
     VAEData,
     VAERecipe,
 )
@@ -187,31 +188,43 @@ def evaluate_gan(recipe: GANRecipe, prepared: GANData, training: Training, res) 
     frequency, then an image. With ``conditioning="labels"`` the class coverage therefore mostly
     measures whether G draws the digit it is asked for, not whether it covers the modes.
     """
-    final = res.history["eval"][-1]
-    classifier = fd_lenet.fd_classifier(recipe.dataset)
-    n = min(recipe.eval_samples, len(prepared.real_test))
     return {
         "conditioning": recipe.conditioning,
         "num_classes": prepared.config.num_classes,
         "cluster_seconds": round(prepared.cluster_seconds, 2),
+        **image_quality(recipe, prepared.real_test, res.history["eval"][-1]),
+        "classifier_test_accuracy": round(fd_lenet.fd_classifier(recipe.dataset).test_accuracy, 4),
+    }
+
+
+def image_quality(recipe, real_test, final: dict) -> dict:
+    """FD-LeNet (beside its train-vs-test floor) and class coverage of the ``final`` evaluation."""
+    classifier = fd_lenet.fd_classifier(recipe.dataset)
+    n = min(recipe.eval_samples, len(real_test))
+    return {
         "fd_lenet": round(final["fd_lenet"], 3),
         "fd_lenet_floor": round(fd_lenet.fd_lenet_floor(recipe.dataset, classifier, n=n), 3),
         "class_kl": round(final["class_kl"], 4),
         "classes_covered": int(final["classes_covered"]),
-        "classifier_test_accuracy": round(classifier.test_accuracy, 4),
     }
 
 
-def save_gan(out, recipe: GANRecipe, prepared: GANData, training: Training, state) -> None:
-    images = gan.generate(training.graphdef, state, jax.random.key(recipe.seed + 1), 64)
+def save_images(out, recipe, prepared, training: Training, state) -> None:
+    """64 samples of the GAN or the diffusion model as ``samples.png``."""
+    generate = diffusion.generate if isinstance(recipe, DiffusionRecipe) else gan.generate
+    images = generate(training.graphdef, state, jax.random.key(recipe.seed + 1), 64)
     plotting.save_image_grid(np.asarray(images), out / "samples.png")
 
 
 # --- character language model ---------------------------------------------------------------
 
 
-def setup_rnn(recipe: RNNRecipe, prepared: LMData) -> Training:
-    graphdef, state = rnn.create_lm(prepared.config, recipe.seed)  # early stopping regularises
+def setup_rnn(recipe: RNNRecipe | TransformerRecipe, prepared: LMData) -> Training:
+    """The LSTM, or the Transformer of chapter 8 (08_trends): same data, loss and evaluation."""
+    if isinstance(recipe, TransformerRecipe):
+        graphdef, state = transformer.create(prepared.config, recipe.seed, recipe.steps)
+    else:
+        graphdef, state = rnn.create_lm(prepared.config, recipe.seed)  # early stopping regularises
     eval_fn = rnn.make_lm_eval_fn(graphdef, prepared.x_val, prepared.y_val)
     evaluate = train.Evaluate(eval_fn, recipe.eval_every, select_best=("bits_per_char", "min"))
     pairs = (prepared.x_train, prepared.y_train)
@@ -255,6 +268,34 @@ def save_rnn(out, recipe: RNNRecipe, prepared: LMData, training: Training, state
         f.write("\n".join(samples) + "\n")
 
 
+# --- diffusion -------------------------------------------------------------------------------
+
+
+def setup_diffusion(recipe: DiffusionRecipe, prepared: DiffusionData) -> Training:
+    graphdef, state = diffusion.create(prepared.config, recipe.seed, decay_steps=recipe.steps)
+    classifier = fd_lenet.fd_classifier(recipe.dataset)
+    n = min(recipe.eval_samples, len(prepared.real_test))
+    eval_fn = diffusion.make_eval_fn(graphdef, classifier, prepared.real_test[:n], n, recipe.seed)
+    batches = train.epoch_batches((prepared.real,), recipe.batch_size, recipe.seed)
+    evaluate = train.Evaluate(eval_fn, recipe.eval_every)
+    step = diffusion.make_train_step(graphdef)
+    return Training(graphdef, state, step, batches, evaluate, checkpoint_every=recipe.eval_every)
+
+
+def evaluate_diffusion(recipe: DiffusionRecipe, prepared: DiffusionData, training, res) -> dict:
+    """FD-LeNet, its floor and class coverage at the last evaluation, and the time to draw as
+    many samples as the evaluation does (compiled first, so it is the sampling alone)."""
+    n, key = min(recipe.eval_samples, len(prepared.real_test)), jax.random.key(recipe.seed)
+    diffusion.generate(training.graphdef, res.state, key, n).block_until_ready()
+    start = time.perf_counter()
+    diffusion.generate(training.graphdef, res.state, key, n).block_until_ready()
+    return {
+        "sample_steps": prepared.config.sample_steps,
+        "sample_seconds": round(time.perf_counter() - start, 2),
+        **image_quality(recipe, prepared.real_test, res.history["eval"][-1]),
+    }
+
+
 # --- time-series forecast --------------------------------------------------------------------
 
 
@@ -291,9 +332,11 @@ class Steps:
 
 MODELS = {
     "vae": Steps(recipes.prepare_vae, setup_vae, evaluate_vae, save_vae),
-    "gan": Steps(recipes.prepare_gan, setup_gan, evaluate_gan, save_gan),
+    "gan": Steps(recipes.prepare_gan, setup_gan, evaluate_gan, save_images),
     "rnn": Steps(recipes.prepare_rnn, setup_rnn, evaluate_rnn, save_rnn),
     "forecast": Steps(recipes.prepare_forecast, setup_forecast, evaluate_forecast),
+    "diffusion": Steps(recipes.prepare_diffusion, setup_diffusion, evaluate_diffusion, save_images),
+    "transformer": Steps(recipes.prepare_rnn, setup_rnn, evaluate_rnn, save_rnn),
 }
 
 
@@ -321,7 +364,7 @@ def run(model: str, recipe=None, out=None, resume=False, progress=True, prepared
 
 # --- trained models, cached ------------------------------------------------------------------
 
-CACHE_VERSION = "v2"  # bump when a change of code changes what a recipe trains or reports
+CACHE_VERSION = "v3"  # bump when a change of code changes what a recipe trains or reports
 
 
 @dataclasses.dataclass
@@ -333,6 +376,7 @@ class Trained:
     graphdef: Any
     state: Any
     metrics: dict
+    history: dict  # the run's train and eval records (``train.FitResult.history``)
     from_cache: bool
 
 
@@ -358,8 +402,10 @@ def trained(model: str, recipe=None, progress: bool = False) -> Trained:
     path = cache_path(model, recipe)
     if path.exists():
         try:
-            state, result = files.load_tree(path, training.state)
-            return Trained(recipe, prepared, training.graphdef, state, result, True)
+            state, meta = files.load_tree(path, training.state)
+            return Trained(
+                recipe, prepared, training.graphdef, state, meta["metrics"], meta["history"], True
+            )
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             warnings.warn(
                 f"model cache {path} is unreadable ({err!r}); training anew", stacklevel=2
@@ -367,5 +413,5 @@ def trained(model: str, recipe=None, progress: bool = False) -> Trained:
     res = fit(training, recipe, None, progress, desc=model)
     result = {"model": model, "dataset": recipe.dataset, "seed": recipe.seed, **timing(res)}
     result |= steps.evaluate(recipe, prepared, training, res)
-    files.save_tree(path, res.state, result)
-    return Trained(recipe, prepared, training.graphdef, res.state, result, False)
+    files.save_tree(path, res.state, {"metrics": result, "history": res.history})
+    return Trained(recipe, prepared, training.graphdef, res.state, result, res.history, False)

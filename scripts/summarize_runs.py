@@ -63,6 +63,18 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         Target("rmse", "<= 0.5 x naive", lambda v, m: v <= 0.5 * m["seasonal_naive_rmse"]),
         Target("seasonal_naive_rmse"),
     ),
+    "diffusion": (
+        Target("fd_lenet", "<= 15 x floor", lambda v, m: v <= 15.0 * m["fd_lenet_floor"]),
+        Target("fd_lenet_floor"),
+        Target("class_kl", "<= 0.1", lambda v, m: v <= 0.1),
+        Target("classes_covered", "== 10", lambda v, m: v == 10),
+        Target("sample_seconds"),
+    ),
+    "transformer": (
+        Target("val_bpc", "<= 0.95 x 3-gram", lambda v, m: v <= 0.95 * m["ngram3_val_bpc"]),
+        Target("ngram3_val_bpc"),
+        Target("form_ok_fraction", ">= 0.9", lambda v, m: v >= 0.9),
+    ),
 }
 
 
@@ -165,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(format_table(rows, markdown=args.markdown))
     if samples:
-        print("\nrnn samples:")
+        print("\npoem samples:")
         for sample in samples:
             print("  " + sample.replace("\n", " / "))
     for error in errors:

@@ -13,8 +13,19 @@ LIB = pathlib.Path(course_lib.__file__).parent
 LAYERS = [
     {"pixels", "files", "parallel", "plotting", "collab", "widgets"},
     {"readers", "downloads", "data"},
-    {"metrics", "ngram", "fd_lenet", "poetics"},
-    {"vae", "gan", "rnn", "active", "population", "preference", "checkpoints", "train"},
+    {"metrics", "ngram", "fd_lenet", "poetics", "audit"},
+    {
+        "vae",
+        "gan",
+        "rnn",
+        "diffusion",
+        "transformer",
+        "active",
+        "population",
+        "preference",
+        "checkpoints",
+        "train",
+    },
     {"recipes", "runs", "annotation", "tuning", "feedback", "latent_search"},
     {"cli", "__main__"},
 ]

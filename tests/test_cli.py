@@ -68,7 +68,7 @@ def test_train_forecast_writes_artefacts_and_resumes(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_vae_gan_rnn_report_their_metrics(capsys, tmp_path):
+def test_train_every_model_reports_its_metrics(capsys, tmp_path):
     cases = {
         "vae": (
             ["--dataset", "digits", "--steps", "30"],
@@ -79,6 +79,14 @@ def test_train_vae_gan_rnn_report_their_metrics(capsys, tmp_path):
             ["fd_lenet", "fd_lenet_floor", "class_kl", "classes_covered"],
         ),
         "rnn": (
+            ["--steps", "10", "--batch-size", "32"],
+            ["val_bpc", "ngram3_val_bpc", "form_ok_fraction", "samples"],
+        ),
+        "diffusion": (
+            ["--dataset", "digits", "--steps", "20"],
+            ["fd_lenet", "fd_lenet_floor", "class_kl", "classes_covered", "sample_seconds"],
+        ),
+        "transformer": (
             ["--steps", "10", "--batch-size", "32"],
             ["val_bpc", "ngram3_val_bpc", "form_ok_fraction", "samples"],
         ),
@@ -93,9 +101,10 @@ def test_train_vae_gan_rnn_report_their_metrics(capsys, tmp_path):
             assert result["conditioning"] == "clusters" and result["num_classes"] == 50
             assert result["cluster_seconds"] > 0
         assert (out_dir / "metrics.json").exists()
-    assert (tmp_path / "vae" / "samples.png").exists() and (
-        tmp_path / "gan" / "samples.png"
-    ).exists()
+    for model in ("vae", "gan", "diffusion"):
+        assert (tmp_path / model / "samples.png").exists()
+    poems = (tmp_path / "transformer" / "samples.txt").read_text(encoding="utf-8").splitlines()
+    assert len(poems) == recipes.TransformerRecipe().n_samples
 
 
 @pytest.mark.slow
@@ -161,7 +170,7 @@ def test_corrupt_checkpoint_is_a_clear_error(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_gan_conditioning_flag(capsys, tmp_path):
-    # the default, "clusters", is run by test_train_vae_gan_rnn_report_their_metrics
+    # the default, "clusters", is run by test_train_every_model_reports_its_metrics
     code, out, err = run(
         capsys, "train", "gan", "--dataset", "digits", "--steps", "10",
         "--conditioning", "labels", "--out", str(tmp_path), "--no-progress",

@@ -229,6 +229,7 @@ def test_trained_trains_once_then_loads_the_same_state(toy, tmp_path):
     second = runs.trained("toy", recipe)
     assert second.from_cache and len(toy) == 3  # no update this time
     assert second.metrics == first.metrics and second.graphdef == "toy-graph"
+    assert second.history == first.history and len(first.history["train"]) > 0
     for a, b in zip(jax.tree.leaves(first.state), jax.tree.leaves(second.state), strict=True):
         np.testing.assert_array_equal(a, b)
     assert second.state["b"] == 3.5
