@@ -45,6 +45,7 @@ class DiffusionConfig:
     warmup_steps: int = 100  # the learning rate rises linearly from 0 over these many steps
     ema_decay: float | None = 0.995  # sample with a moving average of the weights; None: off
     sample_steps: int = 50  # DDIM steps of ``sample`` by default
+    min_snr: float | None = None
     sigma_data: float | None = 0.5  # the skip of Karras et al. (2022); None: the net predicts eps
     dtype: str = "float32"
 
@@ -240,8 +241,14 @@ def loss(model: UNet, batch, key):
     key_t, key_noise = jax.random.split(key)
     t = jax.random.randint(key_t, (x0.shape[0],), 0, cfg.timesteps)
     noise = jax.random.normal(key_noise, x0.shape, jnp.float32)
-    x_t = q_sample(noise_schedule(cfg).alphas_bar, x0, t, noise)
-    return jnp.mean((model(x_t, t) - noise) ** 2), {}
+    abar = noise_schedule(cfg).alphas_bar
+    x_t = q_sample(abar, x0, t, noise)
+    mse = jnp.mean((model(x_t, t) - noise) ** 2, axis=(1, 2))
+    if cfg.min_snr is None:
+        return jnp.mean(mse), {}
+    snr = abar[t] / (1 - abar[t])
+    weight = jnp.minimum(snr, cfg.min_snr) / snr
+    return jnp.mean(weight * mse), {"mse": jnp.mean(mse)}
 
 
 def create(cfg: DiffusionConfig, seed: int = 0, decay_steps: int | None = None):

@@ -259,7 +259,7 @@ def test_full_profile_changes_only_what_it_names():
     with pytest.raises(ValueError, match="'quick' or 'full'"):
         recipes.recipe_for("vae", "fast")
     with pytest.raises(ValueError, match="model must be one of"):
-        recipes.recipe_for("diffusion")
+        recipes.recipe_for("flow_matching")
 
 
 def test_profile_comes_from_the_environment(monkeypatch):

@@ -314,7 +314,7 @@ def test_make_demo_trains_every_model_from_scratch_and_prints_the_summary(fake_v
     (runs / "vae" / "old_checkpoint").write_text("from an earlier run")
     proc, calls = run_make(fake_venv, "demo", f"RUNS={runs}", "DEMO_ARGS=--seed 3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    models = ["vae", "gan", "rnn", "forecast"]
+    models = ["vae", "gan", "rnn", "forecast", "diffusion", "transformer"]
     trains = [c for c in calls if " -m course_lib " in c]
     expected = [
         f"python -m course_lib train {m} --out {runs}/{m} --seed 3 [MPLBACKEND]" for m in models
