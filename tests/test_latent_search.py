@@ -196,7 +196,7 @@ def tiny():
 
     x_test = (np.random.default_rng(0).random((50, 28, 28)) > 0.8).astype(np.float32)
     prepared = recipes.VAEData(x_test, x_test, np.arange(50), np.arange(0), cfg)
-    trained = runs.Trained(recipes.QUICK["vae"], prepared, *random_weights(make_vae), {}, True)
+    trained = runs.Trained(recipes.QUICK["vae"], prepared, *random_weights(make_vae), {}, {}, True)
     lenet, params = random_weights(lambda: fd_lenet.LeNet(28, rngs=nnx.Rngs(0)))
     return trained, fd_lenet.FDClassifier("mnist10k", 0, 28, float("nan"), lenet, params)
 
