@@ -159,20 +159,15 @@ def gaussian_nll(mean, log_sigma, x):
     return jnp.sum(0.5 * z**2 + log_sigma + 0.5 * jnp.log(2 * jnp.pi), axis=(1, 2))
 
 
-def recon_and_kl(model: VAE, x, key):
-    """Each image's reconstruction term -log p(x|z) and KL term, in nats: two arrays [B]."""
+def neg_elbo(model: VAE, x, key, beta: float = 1.0):
+    """The beta-weighted loss, and the true negative ELBO, in nats per image (batch mean)."""
     out, mean, log_var = model(x, key)
     out = out.astype(jnp.float32)
     if model.cfg.decoder == "bernoulli":
         recon = bernoulli_nll(out, x)
     else:
         recon = gaussian_nll(out, model.log_sigma[...], x)
-    return recon, kl_to_standard_normal(mean.astype(jnp.float32), log_var.astype(jnp.float32))
-
-
-def neg_elbo(model: VAE, x, key, beta: float = 1.0):
-    """The beta-weighted loss, and the true negative ELBO, in nats per image (batch mean)."""
-    recon, kl = recon_and_kl(model, x, key)
+    kl = kl_to_standard_normal(mean.astype(jnp.float32), log_var.astype(jnp.float32))
     loss = jnp.mean(recon + beta * kl)
     return loss, {"neg_elbo": jnp.mean(recon + kl), "recon": jnp.mean(recon), "kl": jnp.mean(kl)}
 
@@ -266,8 +261,9 @@ def sample(graphdef, state, key, n: int):
 @functools.partial(jax.jit, static_argnums=0)
 def _neg_elbo_each(graphdef, state, x, key):
     model, _ = nnx.merge(graphdef, state)
-    recon, kl = recon_and_kl(model, x, key)
-    return recon + kl
+    # neg_elbo of a batch of one, vmapped: image i with key i of the split
+    one = lambda image, k: neg_elbo(model, image[None], k)[1]["neg_elbo"]  # noqa: E731
+    return jax.vmap(one)(x, jax.random.split(key, len(x)))
 
 
 def neg_elbo_per_image(graphdef, state, images, batch_size: int = 500, seed: int = 0):
