@@ -35,7 +35,7 @@ Models and training
 - ``gan``          DCGAN / MLP GAN, losses and one jitted D-then-G step (chapters 3.2, 4.2, 5.2.2)
 - ``rnn``          character language model and time-series regressor (chapters 3.3, 4.3, 5.2.3)
 - ``diffusion``    denoising diffusion (DDPM): the forward process, the noise-prediction loss,
-                   a small U-Net and DDIM sampling (chapter 8)
+                   a small U-Net for pixels, an MLP for a VAE's codes, DDIM sampling (chapter 8)
 - ``transformer``  a decoder-only character Transformer with a KV cache for sampling (chapter 8)
 - ``active``       active learning: the label-spreading classifier and the query strategies (6.1)
 - ``population``   many settings of the forecaster trained at once with ``jax.vmap`` (6.4)

@@ -1,4 +1,5 @@
-"""Orbax checkpoints of a training run, keyed by tree path: the :class:`Checkpoint` hook.
+"""Orbax checkpoints of a training run, keyed by tree path: the :class:`Checkpoint` hook, and
+:func:`start_run`, which readies a run's output directory for a fresh start or a resume.
 
 Taught in chapter 5.2 (05a_vae_in_practice). A checkpoint holds the model state, the best state
 so far (when an ``Evaluate`` hook selects one) and, as JSON, the history and the metrics of steps
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import warnings
 
 import jax
@@ -180,3 +182,28 @@ def latest_checkpoint_step(directory) -> int | None:
     if not directory.is_dir():
         return None
     return Checkpoint(directory).manager.latest_step()
+
+
+def start_run(out, resume: bool):
+    """Check ``resume`` first, then create ``out``; return (out, checkpoint directory).
+
+    A fresh run empties old checkpoints and results; ``resume`` requires a checkpoint. Called
+    after the data and the configuration are validated, so a rejected run leaves nothing on disk.
+    """
+    if out is None:
+        if resume:
+            raise CheckpointError("resume needs an output directory (--out) to read from")
+        return None, None
+    out = pathlib.Path(out)
+    ckpt = out / "checkpoints"
+    if resume and latest_checkpoint_step(ckpt) is None:
+        raise CheckpointError(
+            f"no checkpoint to resume from in {ckpt}; run without --resume to start afresh"
+        )
+    if not resume:
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        for stale in ("metrics.json", "history.json"):  # never leave a previous run's results
+            (out / stale).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, ckpt

@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="gan only: condition G and D on k-means clusters of the images (the default; no "
         "labels), on the digit labels, or on nothing",
     )
+    t.add_argument(
+        "--space",
+        choices=recipes.DIFFUSION_SPACES,
+        help="diffusion only: diffuse the codes of a VAE (the default; trained first unless "
+        "cached) or the pixels, with a U-Net (slower)",
+    )
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -118,6 +124,11 @@ def cmd_train(args) -> dict:
         if args.model != "gan":
             raise ValueError(f"--conditioning applies to `train gan` only, not {args.model!r}")
         recipe = dataclasses.replace(recipe, conditioning=args.conditioning)
+    if args.space is not None:
+        if args.model != "diffusion":
+            raise ValueError(f"--space applies to `train diffusion` only, not {args.model!r}")
+        if args.space == "pixels":
+            recipe = recipes.pixel_diffusion(recipe)
     recipe = recipes.with_overrides(
         recipe, dataset=args.dataset, seed=args.seed, batch_size=args.batch_size, steps=args.steps
     )

@@ -48,13 +48,6 @@ class GANConfig:
             raise ValueError(f"loss must be 'non_saturating' or 'minimax', got {self.loss!r}")
 
 
-def depth_to_space(x, block: int = 2):
-    """[B, H, W, C*b*b] -> [B, H*b, W*b, C]: the sub-pixel upsampling of Shi et al. (2016)."""
-    b, h, w, c = x.shape
-    x = x.reshape(b, h, w, block, block, c // block**2)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * block, w * block, c // block**2)
-
-
 class Upsample(nnx.Module):
     """Doubles height and width: a 3x3 convolution to 4x the channels, then depth_to_space.
 
@@ -66,7 +59,7 @@ class Upsample(nnx.Module):
         self.conv = nnx.Conv(cin, 4 * cout, (3, 3), dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
-        return depth_to_space(self.conv(x))
+        return pixels.depth_to_space(self.conv(x))
 
 
 class DCGANGenerator(nnx.Module):

@@ -53,3 +53,18 @@ def translate(key, images, shift: int, fill: float = 0.0):
     offsets = jax.random.randint(key, (b, 2), 0, 2 * shift + 1)
     crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1]), (h, w))  # noqa: E731
     return jax.vmap(crop)(padded, offsets)
+
+
+def space_to_depth(x, block: int):
+    """[B, H, W, C] -> [B, H/b, W/b, C*b*b]: every b x b patch of pixels becomes channels."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // block, block, w // block, block, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // block, w // block, c * block**2)
+
+
+def depth_to_space(x, block: int = 2):
+    """[B, H, W, C*b*b] -> [B, H*b, W*b, C], the inverse of :func:`space_to_depth`: the sub-pixel
+    upsampling of Shi et al. (2016) that the GAN (05b) and the diffusion U-Net (08) use."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h, w, block, block, c // block**2)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * block, w * block, c // block**2)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pathlib
-import shutil
 import time
 import warnings
 import zipfile
@@ -24,6 +23,7 @@ import jax
 import numpy as np
 
 from course_lib import (
+    checkpoints,
     data,
     diffusion,
     fd_lenet,
@@ -87,41 +87,6 @@ def fit(training: Training, recipe, checkpoint_dir=None, progress: bool = True, 
         progress=progress,
         desc=desc,
     )
-
-
-def start_run(out, resume: bool):
-    """Check ``resume`` first, then create ``out``; return (out, checkpoint directory).
-
-    A fresh run empties old checkpoints and results; ``resume`` requires a checkpoint. Called
-    after the data and the configuration are validated, so a rejected run leaves nothing on disk.
-    """
-    if out is None:
-        if resume:
-            raise train.CheckpointError("resume needs an output directory (--out) to read from")
-        return None, None
-    out = pathlib.Path(out)
-    ckpt = out / "checkpoints"
-    if resume and train.latest_checkpoint_step(ckpt) is None:
-        raise train.CheckpointError(
-            f"no checkpoint to resume from in {ckpt}; run without --resume to start afresh"
-        )
-    if not resume:
-        if ckpt.exists():
-            shutil.rmtree(ckpt)
-        for stale in ("metrics.json", "history.json"):  # never leave a previous run's results
-            (out / stale).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    return out, ckpt
-
-
-def timing(res: train.FitResult) -> dict:
-    """The run's length and speed, as every ``metrics.json`` reports them."""
-    return {
-        "steps": res.steps,
-        "train_seconds": round(res.train_seconds, 2),
-        "compile_seconds": round(res.compile_seconds, 2),
-        "steps_per_second": round(res.steps_per_second, 2),
-    }
 
 
 # --- VAE -------------------------------------------------------------------------------------
@@ -211,8 +176,11 @@ def image_quality(recipe, real_test, final: dict) -> dict:
 
 def save_images(out, recipe, prepared, training: Training, state) -> None:
     """64 samples of the GAN or the diffusion model as ``samples.png``."""
-    generate = diffusion.generate if isinstance(recipe, DiffusionRecipe) else gan.generate
-    images = generate(training.graphdef, state, jax.random.key(recipe.seed + 1), 64)
+    key = jax.random.key(recipe.seed + 1)
+    if isinstance(recipe, DiffusionRecipe):
+        images = prepared.to_images(diffusion.generate(training.graphdef, state, key, 64))
+    else:
+        images = gan.generate(training.graphdef, state, key, 64)
     plotting.save_image_grid(np.asarray(images), out / "samples.png")
 
 
@@ -271,11 +239,20 @@ def save_rnn(out, recipe: RNNRecipe, prepared: LMData, training: Training, state
 # --- diffusion -------------------------------------------------------------------------------
 
 
+def prepare_diffusion(recipe: DiffusionRecipe) -> DiffusionData:
+    """Pixels, or the codes of ``recipe.autoencoder``'s VAE, trained first unless cached."""
+    if recipe.autoencoder is None:
+        return recipes.prepare_diffusion(recipe)
+    vae_recipe = dataclasses.replace(recipe.autoencoder, dataset=recipe.dataset, seed=recipe.seed)
+    return recipes.prepare_diffusion(recipe, trained("vae", vae_recipe))
+
+
 def setup_diffusion(recipe: DiffusionRecipe, prepared: DiffusionData) -> Training:
     graphdef, state = diffusion.create(prepared.config, recipe.seed, decay_steps=recipe.steps)
     classifier = fd_lenet.fd_classifier(recipe.dataset)
-    n = min(recipe.eval_samples, len(prepared.real_test))
-    eval_fn = diffusion.make_eval_fn(graphdef, classifier, prepared.real_test[:n], n, recipe.seed)
+    n, real_test = min(recipe.eval_samples, len(prepared.real_test)), prepared.real_test
+    decode = prepared.to_images
+    eval_fn = diffusion.make_eval_fn(graphdef, classifier, real_test[:n], n, recipe.seed, decode)
     batches = train.epoch_batches((prepared.real,), recipe.batch_size, recipe.seed)
     evaluate = train.Evaluate(eval_fn, recipe.eval_every)
     step = diffusion.make_train_step(graphdef)
@@ -283,13 +260,21 @@ def setup_diffusion(recipe: DiffusionRecipe, prepared: DiffusionData) -> Trainin
 
 
 def evaluate_diffusion(recipe: DiffusionRecipe, prepared: DiffusionData, training, res) -> dict:
-    """FD-LeNet, its floor and class coverage at the last evaluation, and the time to draw as
-    many samples as the evaluation does (compiled first, so it is the sampling alone)."""
+    """FD-LeNet, its floor and class coverage at the last evaluation, and the time to draw (and
+    decode) as many images as the evaluation does (compiled first: the sampling alone). A latent
+    model also reports its autoencoder's training time, part of what it cost to train."""
     n, key = min(recipe.eval_samples, len(prepared.real_test)), jax.random.key(recipe.seed)
-    diffusion.generate(training.graphdef, res.state, key, n).block_until_ready()
+
+    def draw():
+        codes = diffusion.generate(training.graphdef, res.state, key, n)
+        return prepared.to_images(codes).block_until_ready()
+
+    draw()
     start = time.perf_counter()
-    diffusion.generate(training.graphdef, res.state, key, n).block_until_ready()
+    draw()
     return {
+        "space": "pixels" if prepared.decoder is None else "latent",
+        "autoencoder_train_seconds": round(prepared.autoencoder_seconds, 2),
         "sample_steps": prepared.config.sample_steps,
         "sample_seconds": round(time.perf_counter() - start, 2),
         **image_quality(recipe, prepared.real_test, res.history["eval"][-1]),
@@ -335,7 +320,7 @@ MODELS = {
     "gan": Steps(recipes.prepare_gan, setup_gan, evaluate_gan, save_images),
     "rnn": Steps(recipes.prepare_rnn, setup_rnn, evaluate_rnn, save_rnn),
     "forecast": Steps(recipes.prepare_forecast, setup_forecast, evaluate_forecast),
-    "diffusion": Steps(recipes.prepare_diffusion, setup_diffusion, evaluate_diffusion, save_images),
+    "diffusion": Steps(prepare_diffusion, setup_diffusion, evaluate_diffusion, save_images),
     "transformer": Steps(recipes.prepare_rnn, setup_rnn, evaluate_rnn, save_rnn),
 }
 
@@ -350,9 +335,9 @@ def run(model: str, recipe=None, out=None, resume=False, progress=True, prepared
     recipe = recipes.QUICK[model] if recipe is None else recipe
     prepared = steps.prepare(recipe) if prepared is None else prepared
     training = steps.setup(recipe, prepared)
-    out, ckpt = start_run(out, resume)
+    out, ckpt = checkpoints.start_run(out, resume)
     res = fit(training, recipe, ckpt, progress, desc=model)
-    result = {"model": model, "dataset": recipe.dataset, "seed": recipe.seed, **timing(res)}
+    result = {"model": model, "dataset": recipe.dataset, "seed": recipe.seed, **res.timing()}
     result |= steps.evaluate(recipe, prepared, training, res)
     if out is not None:
         if steps.save is not None:
@@ -411,7 +396,7 @@ def trained(model: str, recipe=None, progress: bool = False) -> Trained:
                 f"model cache {path} is unreadable ({err!r}); training anew", stacklevel=2
             )
     res = fit(training, recipe, None, progress, desc=model)
-    result = {"model": model, "dataset": recipe.dataset, "seed": recipe.seed, **timing(res)}
+    result = {"model": model, "dataset": recipe.dataset, "seed": recipe.seed, **res.timing()}
     result |= steps.evaluate(recipe, prepared, training, res)
     files.save_tree(path, res.state, {"metrics": result, "history": res.history})
     return Trained(recipe, prepared, training.graphdef, res.state, result, res.history, False)

@@ -81,6 +81,11 @@ class FitResult:
     steps_per_second: float  # updates per second after the first one
     best: dict | None = None  # the eval record of the selected state
 
+    def timing(self) -> dict:
+        """The run's length and speed, rounded, as every ``metrics.json`` reports them."""
+        seconds = ("train_seconds", "compile_seconds", "steps_per_second")
+        return {"steps": self.steps} | {k: round(getattr(self, k), 2) for k in seconds}
+
 
 @dataclasses.dataclass
 class Run:

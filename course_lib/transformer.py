@@ -34,7 +34,7 @@ POSITIONS = ("learned", "rotary")
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     vocab_size: int
-    dim: int = 128
+    dim: int = 96  # 128 gains 0.02 bits per character on tang5, at 1.4x the time of a step
     heads: int = 4
     layers: int = 3
     mlp_ratio: int = 4
@@ -54,7 +54,7 @@ class TransformerConfig:
         if self.heads < 1 or self.dim % self.heads:
             raise ValueError(
                 f"dim={self.dim} must split evenly into heads={self.heads}; choose dim as a "
-                "multiple of heads (e.g. dim=128, heads=4)"
+                "multiple of heads (e.g. dim=96, heads=4)"
             )
         if self.positions == "rotary" and self.head_dim % 2:
             raise ValueError(

@@ -68,6 +68,7 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         Target("fd_lenet_floor"),
         Target("class_kl", "<= 0.1", lambda v, m: v <= 0.1),
         Target("classes_covered", "== 10", lambda v, m: v == 10),
+        Target("autoencoder_train_seconds"),  # a latent model's VAE, trained before it
         Target("sample_seconds"),
     ),
     "transformer": (

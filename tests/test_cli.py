@@ -84,7 +84,8 @@ def test_train_every_model_reports_its_metrics(capsys, tmp_path):
         ),
         "diffusion": (
             ["--dataset", "digits", "--steps", "20"],
-            ["fd_lenet", "fd_lenet_floor", "class_kl", "classes_covered", "sample_seconds"],
+            ["fd_lenet", "fd_lenet_floor", "class_kl", "classes_covered", "sample_seconds"]
+            + ["space", "autoencoder_train_seconds"],
         ),
         "transformer": (
             ["--steps", "10", "--batch-size", "32"],
@@ -97,6 +98,8 @@ def test_train_every_model_reports_its_metrics(capsys, tmp_path):
         assert code == 0, err
         result = last_json(out)
         assert result["model"] == model and all(k in result for k in keys), result
+        if model == "diffusion":  # latent: the codes of a VAE trained first (and cached)
+            assert result["space"] == "latent" and result["autoencoder_train_seconds"] > 0
         if model == "gan":  # self-conditioned on GANRecipe.num_clusters k-means clusters
             assert result["conditioning"] == "clusters" and result["num_classes"] == 50
             assert result["cluster_seconds"] > 0
@@ -168,17 +171,30 @@ def test_corrupt_checkpoint_is_a_clear_error(capsys, tmp_path):
     assert not (tmp_path / "metrics.json").exists()
 
 
+# the defaults (clusters, latent) are run by test_train_every_model_reports_its_metrics
+FLAG_CASES = {
+    "gan --conditioning labels": (
+        ["gan", "--conditioning", "labels"],
+        {"conditioning": "labels", "num_classes": 10, "cluster_seconds": 0},
+    ),
+    "diffusion --space pixels": (
+        ["diffusion", "--space", "pixels"],
+        {"space": "pixels", "autoencoder_train_seconds": 0, "sample_steps": 20},
+    ),
+}
+
+
 @pytest.mark.slow
-def test_gan_conditioning_flag(capsys, tmp_path):
-    # the default, "clusters", is run by test_train_every_model_reports_its_metrics
+@pytest.mark.parametrize("case", FLAG_CASES)
+def test_a_model_flag_picks_its_variant(capsys, tmp_path, case):
+    args, expected = FLAG_CASES[case]
     code, out, err = run(
-        capsys, "train", "gan", "--dataset", "digits", "--steps", "10",
-        "--conditioning", "labels", "--out", str(tmp_path), "--no-progress",
+        capsys, "train", *args, "--dataset", "digits", "--steps", "10",
+        "--out", str(tmp_path), "--no-progress",
     )  # fmt: skip
     assert code == 0, err
     result = last_json(out)
-    assert result["conditioning"] == "labels" and result["num_classes"] == 10
-    assert result["cluster_seconds"] == 0
+    assert {key: result[key] for key in expected} == expected and result["steps"] == 10
 
 
 def test_gan_class_ids_follow_the_conditioning():
@@ -202,6 +218,19 @@ def test_conditioning_is_for_the_gan_only(capsys, tmp_path):
     )
     assert code == 2 and "`train gan` only" in err and out == ""
     assert not (tmp_path / "x").exists()
+
+
+def test_space_is_for_diffusion_only(capsys, tmp_path):
+    code, out, err = run(capsys, "train", "gan", "--space", "pixels", "--out", str(tmp_path / "x"))
+    assert code == 2 and "`train diffusion` only" in err and out == ""
+    assert not (tmp_path / "x").exists()
+
+
+def test_pixel_diffusion_swaps_the_autoencoder_for_the_unet():
+    latent = recipes.DiffusionRecipe()
+    pixel = recipes.pixel_diffusion(latent)
+    assert latent.autoencoder is not None and pixel.autoencoder is None
+    assert pixel.model.width == 16 and pixel.steps == latent.steps // 2 and pixel.batch_size == 32
 
 
 def test_gan_recipe_rejects_an_unknown_conditioning():

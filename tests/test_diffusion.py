@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from course_lib import data, diffusion, train
+from course_lib import data, diffusion, recipes, runs, train, vae
 from flax import nnx
 
 # one level of 14x14 maps: compiles in seconds, and its loss still falls within 30 steps
@@ -158,7 +158,7 @@ def _reference_ddim(net, cfg, key, n, steps, eta):
     """DDIM as a Python loop over the visited timesteps, to check the scan of ``sample``."""
     sched, ts = diffusion.noise_schedule(cfg), diffusion.ddim_timesteps(cfg.timesteps, steps)
     key_x, key_steps = jax.random.split(key)
-    x = jax.random.normal(key_x, (n, *cfg.image_shape))
+    x = jax.random.normal(key_x, (n, *cfg.data_shape))
     for i, (t, k) in enumerate(zip(ts, jax.random.split(key_steps, steps), strict=True)):
         t_prev = ts[i + 1] if i + 1 < steps else -1
         x = diffusion.ddim_step(net, sched, x, t, t_prev, k, eta)
@@ -241,6 +241,7 @@ def test_eval_fn_reports_the_gan_metrics(images):
         ({"width": 0}, "width"),
         ({"learning_rate": -1.0}, "learning_rate"),
         ({"ema_decay": 1.0}, "ema_decay"),
+        ({"data_shape": (2, 28, 28)}, "data_shape must be"),
     ],
 )
 def test_bad_config_is_rejected(field, match):
@@ -255,3 +256,58 @@ def test_bad_batch_gets_a_clear_error():
         step(state, (jnp.zeros((4, 784)),), jax.random.key(0))
     with pytest.raises(ValueError, match="127.5"):
         step(state, (jnp.zeros((4, 28, 28), jnp.uint8),), jax.random.key(0))
+
+
+# a VAE's codes: vectors, denoised by the MLP
+VECTORS = diffusion.DiffusionConfig(
+    data_shape=(6,), width=32, depth=2, timesteps=100, warmup_steps=5, sample_steps=10
+)
+
+
+def test_vectors_get_the_mlp_denoiser_its_step_and_unclipped_samples():
+    graphdef, state = diffusion.create(VECTORS, 0, decay_steps=60)
+    assert isinstance(nnx.merge(graphdef, state)[0], diffusion.MLPDenoiser)
+    codes = 3.0 + 0.5 * np.random.default_rng(0).standard_normal((256, 6)).astype(np.float32)
+    step = diffusion.make_train_step(graphdef)
+    losses = []
+    for i in range(60):
+        state, metrics = step(state, (codes[(i % 4) * 64 : (i % 4 + 1) * 64],), jax.random.key(i))
+        losses.append(float(metrics["loss"]))
+    assert step._cache_size() == 1 and np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    x = np.asarray(diffusion.sample(graphdef, state, jax.random.key(0), 32))
+    assert x.shape == (32, 6) and x.max() > 1.0  # codes are not clipped to an image range
+    with pytest.raises(ValueError, match=r"data_shape=\(5,\)"):
+        step(state, (jnp.zeros((4, 5)),), jax.random.key(0))
+
+
+def test_ddim_leaves_vectors_outside_the_image_range_unclipped():
+    """The exact noise predictor of N(3, 0.5^2) data: DDIM over all T steps returns that mean and
+    spread for vectors, where images would have been clipped to [-1, 1]."""
+    cfg, mu, s = VECTORS, 3.0, 0.5
+    abar = diffusion.noise_schedule(cfg).alphas_bar
+
+    def eps_model(x_t, t):
+        a = abar[t][:, None]
+        return jnp.sqrt(1 - a) * (x_t - jnp.sqrt(a) * mu) / (a * s**2 + 1 - a)
+
+    x = jax.jit(lambda k: diffusion.ddim_sample(eps_model, cfg, k, 500, cfg.timesteps))
+    x = np.asarray(x(jax.random.key(0)))
+    assert abs(x.mean() - mu) < 0.03 and abs(x.std() - s) < 0.03, (x.mean(), x.std())
+
+
+def test_latent_data_are_the_vaes_codes_at_unit_scale_and_decode_to_images():
+    autoencoder = runs.trained("vae", recipes.VAERecipe(dataset="digits", steps=40))
+    recipe = recipes.DiffusionRecipe(dataset="digits", autoencoder=autoencoder.recipe)
+    prepared = recipes.prepare_diffusion(recipe, autoencoder)
+    latent_dim = autoencoder.prepared.config.latent_dim
+    assert prepared.config.data_shape == (latent_dim,) and prepared.real.shape[1] == latent_dim
+    assert abs(prepared.real.std() - 1.0) < 1e-3
+    assert prepared.autoencoder_seconds == autoencoder.metrics["train_seconds"] > 0
+    codes = prepared.real[:5] * prepared.latent_scale
+    expected = vae.decode(autoencoder.graphdef, autoencoder.state, codes)
+    images = np.asarray(prepared.to_images(prepared.real[:5]))
+    np.testing.assert_allclose(images, expected, rtol=1e-6)
+    assert images.shape == (5, 8, 8) and images.min() >= 0 and images.max() <= 1
+    pixel = recipes.prepare_diffusion(dataclasses.replace(recipe, autoencoder=None))
+    assert pixel.config.data_shape == (8, 8) and pixel.decoder is None
+    assert pixel.to_images(pixel.real[:2]) is not None

@@ -30,7 +30,7 @@ def test_dcgan_and_mlp_shapes():
 
 def test_depth_to_space_moves_channels_into_2x2_blocks():
     x = jnp.arange(2 * 3 * 3 * 8, dtype=jnp.float32).reshape(2, 3, 3, 8)
-    y = gan.depth_to_space(x)
+    y = pixels.depth_to_space(x)
     assert y.shape == (2, 6, 6, 2)
     for i in range(2):
         for j in range(2):
