@@ -146,7 +146,7 @@ DIFFUSION_SPACES = ("latent", "pixels")
 def pixel_diffusion(recipe: DiffusionRecipe) -> DiffusionRecipe:
     """``recipe`` diffusing the pixels with a width-16 U-Net instead of a VAE's codes (chapter 8).
 
-    A U-Net step at batch 32 costs about 3x an MLP step at batch 128 on 2 CPU cores, so it gets
+    A U-Net step at batch 32 costs about 4x an MLP step at batch 128 on 2 CPU cores, so it gets
     half the steps, and a quarter of the batch: about twice the quick latent run's time.
     """
     model = dataclasses.replace(recipe.model, width=16, sample_steps=20, min_snr=5.0)
