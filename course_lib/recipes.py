@@ -147,7 +147,7 @@ def pixel_diffusion(recipe: DiffusionRecipe) -> DiffusionRecipe:
     """``recipe`` diffusing the pixels with a width-16 U-Net instead of a VAE's codes (chapter 8).
 
     A U-Net step at batch 32 costs about 4x an MLP step at batch 128 on 2 CPU cores, so it gets
-    half the steps, and a quarter of the batch: about twice the quick latent run's time.
+    half the steps at a quarter of the batch: about twice the latent model's own training time.
     """
     model = dataclasses.replace(recipe.model, width=16, sample_steps=20, min_snr=5.0)
     steps = max(1, recipe.steps // 2)
