@@ -30,6 +30,7 @@ CHAPTERS = [
     "notebooks/06a_annotation_lab",
     "notebooks/06b_tuning_lab",
     "notebooks/06c_feedback_lab",
+    "notebooks/08_trends",
     "notebooks/appendix_errata",
 ]
 COLAB_INSTALL = re.compile(r'"course-lib @ git\+(https://[^"\s]+?)(?:\.git)?"')
