@@ -53,3 +53,14 @@ def test_mig_is_high_when_one_dimension_carries_the_factor():
     assert bad["mig"] < 0.1
     with pytest.raises(ValueError, match="D >= 2"):
         audit.mutual_information_gap(noise[:, :1], factor)
+
+
+def test_step_gflop_counts_a_matmul_and_best_seconds_skips_the_compiling_call():
+    import jax
+
+    a, b = np.ones((8, 16), np.float32), np.ones((16, 4), np.float32)
+    assert audit.step_gflop(jax.jit(lambda a, b: a @ b), a, b) == 2 * 8 * 16 * 4 / 1e9
+    calls = []
+    seconds = audit.best_seconds(lambda: calls.append(1) or a, reps=4)
+    assert len(calls) == 5 and 0 <= seconds < 1  # one warm-up call, then four timed ones
+    assert audit.matmul_gflops(n=64, reps=1) > 0
